@@ -1,0 +1,407 @@
+"""The book's data sets: where each file comes from, how it is checked, and how it is read.
+
+Every file the book reads is in one registry, ``DATASETS``, with its path relative to a data
+folder, its public URL and its SHA-256 (from ``lmlib._sha256``). ``fetch(relpath)`` returns a
+local copy that matches that hash, looking in three places in turn:
+
+1. ``$LMLIB_DATA_DIR/<relpath>``, a folder you already have, such as the repository's
+   ``../shared/data`` (an offline copy with the same layout);
+2. the cache, ``$LMLIB_CACHE_DIR``, else ``$XDG_CACHE_HOME/lmlib/data``, else
+   ``~/.cache/lmlib/data``, again as ``<cache>/<relpath>``;
+3. the public URL, downloaded into the cache (unless ``LMLIB_OFFLINE=1`` or
+   ``HF_HUB_OFFLINE=1``). A file that ships inside a zip archive names the archive's URL and
+   its ``member``; the archive is fetched and the member extracted and checked.
+
+A copy whose hash differs is never returned and never changed: ``ChecksumError`` says which
+file, both hashes, and what to do. The loaders at the bottom turn files into Python objects:
+
+>>> text = load_tiny_shakespeare()          # doctest: +SKIP
+>>> text[:14]                                # doctest: +SKIP
+'First Citizen:'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import tempfile
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from tqdm import tqdm
+
+from lmlib._sha256 import SHA256
+
+_TIMEOUT_S = 60  # seconds without a byte before a download counts as failed
+_CHUNK = 1 << 20  # 1 MiB: big enough to be fast, small enough for a smooth progress bar
+
+
+class DataError(RuntimeError):
+    """Base class for every problem getting a data file."""
+
+
+class ChecksumError(DataError):
+    """A file's SHA-256 is not the registered one (corrupt, truncated or another version)."""
+
+
+class DataUnavailableError(DataError):
+    """No verified local copy, and the file cannot be downloaded (offline or network error)."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    relpath: str  # path under a data folder, e.g. "sst2/dev.tsv"
+    url: str  # public home of the file, or of the zip archive that holds it
+    sha256: str  # hash of the file itself, never of an archive
+    member: str | None = None  # path inside the zip at `url`; None: `url` is the file
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    description: str
+    files: tuple[DataFile, ...]
+
+
+def _file(relpath: str, url: str, member: str | None = None) -> DataFile:
+    return DataFile(relpath, url, SHA256[relpath], member)
+
+
+_POETRY = "https://raw.githubusercontent.com/chinese-poetry/chinese-poetry/master/全唐诗/"
+_TANG_FILES = [f"poet.tang.{n}.json" for n in range(0, 58_000, 1000)]  # numeric order
+_SST2_ZIP = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
+
+DATASETS: dict[str, Dataset] = {
+    "tiny_shakespeare": Dataset(
+        "tiny_shakespeare",
+        "Tiny Shakespeare, 1,115,394 characters (char-rnn, nanoGPT)",
+        (
+            _file(
+                "tinyshakespeare/input.txt",
+                "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
+                "tinyshakespeare/input.txt",
+            ),
+        ),
+    ),
+    "tang_poems": Dataset(
+        "tang_poems",
+        "Complete Tang poems (全唐诗), 57,607 poems in 58 files, plus 唐诗三百首",
+        tuple(
+            _file(f"chinese-poetry/全唐诗/{name}", _POETRY + name)
+            for name in [*_TANG_FILES, "唐诗三百首.json"]
+        ),
+    ),
+    "sst2": Dataset(
+        "sst2",
+        "GLUE SST-2 sentiment, 67,349 train and 872 dev sentences",
+        tuple(
+            _file(f"sst2/{split}.tsv", _SST2_ZIP, member=f"SST-2/{split}.tsv")
+            for split in ("train", "dev")
+        ),
+    ),
+}
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered data sets: ``['tiny_shakespeare', 'tang_poems', 'sst2']``."""
+    return list(DATASETS)
+
+
+def get_dataset(name: str) -> Dataset:
+    """The registry entry for `name`; an unknown name raises ValueError listing known ones."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def fetch_dataset(name: str) -> list[Path]:
+    """Fetch every file of data set `name` (see `fetch`) and return their local paths."""
+    return [fetch(f.relpath) for f in get_dataset(name).files]
+
+
+# --- where copies live ------------------------------------------------------------------------
+
+
+def data_dir() -> Path | None:
+    """The user's own data folder, ``$LMLIB_DATA_DIR``, or None when it is not set."""
+    value = os.environ.get("LMLIB_DATA_DIR")
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    """Where downloads go: ``$LMLIB_CACHE_DIR`` or ``$XDG_CACHE_HOME/lmlib/data`` or
+    ``~/.cache/lmlib/data`` (the first one set)."""
+    if value := os.environ.get("LMLIB_CACHE_DIR"):
+        return Path(value).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg).expanduser() / "lmlib" / "data"
+
+
+def offline() -> bool:
+    """True when ``LMLIB_OFFLINE`` or ``HF_HUB_OFFLINE`` is 1/true/yes/on."""
+    flags = (os.environ.get(v, "") for v in ("LMLIB_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(f.strip().lower() in {"1", "true", "yes", "on"} for f in flags)
+
+
+def _lookup(relpath: str) -> tuple[Dataset, DataFile]:
+    # A scan, not a prebuilt index, so that a patched DATASETS entry takes effect at once.
+    for dataset in DATASETS.values():
+        for f in dataset.files:
+            if f.relpath == relpath:
+                return dataset, f
+    raise ValueError(
+        f"{relpath!r} is not a registered data file; the data sets are {', '.join(DATASETS)} "
+        "and DATASETS[name].files lists each one's files"
+    )
+
+
+# --- checking ---------------------------------------------------------------------------------
+
+# (path, size, mtime_ns) -> hex digest: a notebook that reloads 25 MB of poems hashes them once.
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes; for a file holding ``b"abc"``: ``"ba7816bf...15ad"``."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+        _VERIFIED[key] = digest.hexdigest()
+    return _VERIFIED[key]
+
+
+def _check(path: Path, expected: str, advice: str) -> Path:
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ChecksumError(
+            f"{path} does not match its registered SHA-256; lmlib did not use or change it.\n"
+            f"  expected: {expected}\n  actual:   {actual}\n  {advice}"
+        )
+    return path
+
+
+# --- the resolution order ---------------------------------------------------------------------
+
+
+def fetch(relpath: str) -> Path:
+    """Local path of registered data file `relpath`, with its SHA-256 checked.
+
+    Looks in ``$LMLIB_DATA_DIR``, then the cache, then downloads into the cache. For example
+    ``fetch("sst2/dev.tsv")`` -> ``Path("/home/me/.cache/lmlib/data/sst2/dev.tsv")``.
+    Raises ChecksumError for a bad copy, DataUnavailableError when there is no copy and no
+    network, ValueError for a path that is not in the registry.
+    """
+    dataset, entry = _lookup(relpath)
+    user = data_dir()
+    if user is not None and (user / relpath).is_file():
+        return _check(
+            user / relpath,
+            entry.sha256,
+            "Replace it with a good copy (`sha256sum -c SHA256SUMS` in that folder checks "
+            "all files), or unset LMLIB_DATA_DIR to use the cache and download instead.",
+        )
+    cached = cache_dir() / relpath
+    if cached.is_file():
+        return _check(cached, entry.sha256, f"Delete {cached} and lmlib will download it again.")
+    looked = f"looked in LMLIB_DATA_DIR={user} and the cache {cache_dir()}"
+    fix = (
+        "Set LMLIB_DATA_DIR to a folder holding a copy with the same layout (e.g. the "
+        "repository's ../shared/data), or connect to the internet"
+    )
+    if offline():
+        raise DataUnavailableError(
+            f"data set {dataset.name!r}: no copy of {relpath} ({looked}) and downloads are off "
+            f"(LMLIB_OFFLINE or HF_HUB_OFFLINE is set).\n  URL: {entry.url}\n  {fix} and "
+            "unset LMLIB_OFFLINE and HF_HUB_OFFLINE."
+        )
+    try:
+        _download(dataset, entry)
+    except (OSError, http.client.HTTPException, zipfile.BadZipFile, KeyError) as err:
+        raise DataUnavailableError(
+            f"data set {dataset.name!r}: no copy of {relpath} ({looked}) and the download "
+            f"failed: {err!r}\n  URL: {entry.url}\n  {fix}."
+        ) from err
+    return cached
+
+
+def _download(dataset: Dataset, entry: DataFile) -> None:
+    """Download `entry` into the cache: to a temporary file beside its final place, check
+    the hash, then rename it into place (a rename is atomic, so no reader sees half a file)."""
+    if entry.member is None:
+        _stream_into_cache(entry.relpath, entry.url, entry.sha256, url=entry.url)
+        return
+    # One archive often holds several registered files (SST-2: train and dev), so extract
+    # every missing sibling now rather than download the same archive again later.
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, archive = tempfile.mkstemp(dir=cache, prefix=".archive.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _copy_url(entry.url, out, desc=Path(entry.url).name)
+        with zipfile.ZipFile(archive) as zf:
+            for f in dataset.files:
+                if (
+                    f.url == entry.url
+                    and f.member
+                    and (f is entry or not (cache / f.relpath).is_file())
+                ):
+                    with zf.open(f.member) as src:
+                        _stream_into_cache(
+                            f.relpath, src, f.sha256, url=f"{f.url} (member {f.member})"
+                        )
+    finally:
+        os.unlink(archive)
+
+
+def _stream_into_cache(relpath: str, source: str | BinaryIO, expected: str, url: str) -> None:
+    """Copy `source` (a URL or an open binary file) to ``cache_dir()/relpath`` if its hash is
+    `expected`; otherwise delete the temporary copy and raise ChecksumError naming `url`."""
+    final = cache_dir() / relpath
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if isinstance(source, str):
+                actual = _copy_url(source, out, desc=final.name)
+            else:
+                actual = _copy(source, out)
+        if actual != expected:
+            raise ChecksumError(
+                f"download of {url} does not match the registered SHA-256 of {relpath}; "
+                f"nothing was cached.\n  expected: {expected}\n  actual:   {actual}\n  "
+                "The upstream file may have changed: set LMLIB_DATA_DIR to a folder holding "
+                "a verified copy (e.g. the repository's ../shared/data)."
+            )
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _copy(src: BinaryIO, out: BinaryIO, bar: tqdm | None = None) -> str:
+    """Copy `src` to `out` in chunks, hashing on the way; return the hex SHA-256."""
+    digest = hashlib.sha256()
+    while chunk := src.read(_CHUNK):
+        out.write(chunk)
+        digest.update(chunk)
+        if bar is not None:
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _copy_url(url: str, out: BinaryIO, desc: str) -> str:
+    # Percent-encode non-ASCII path parts (全唐诗) but leave an already-encoded URL alone.
+    quoted = urllib.parse.quote(url, safe=":/?&=%#~")
+    with urllib.request.urlopen(quoted, timeout=_TIMEOUT_S) as response:
+        size = response.headers.get("Content-Length")
+        total = int(size) if size and size.isdigit() else None
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=desc,
+            disable=total is None,
+        ) as bar:
+            return _copy(response, out, bar)
+
+
+# --- loaders ----------------------------------------------------------------------------------
+
+
+def load_tiny_shakespeare() -> str:
+    """The whole Tiny Shakespeare corpus as one string of 1,115,394 characters (all ASCII,
+    lines end in "\\n"), exactly the bytes of ``input.txt``.
+
+    >>> text = load_tiny_shakespeare()  # doctest: +SKIP
+    >>> len(text), text.splitlines()[0]  # doctest: +SKIP
+    (1115394, 'First Citizen:')
+    """
+    # Decoding bytes ourselves keeps the text byte-exact (no newline translation).
+    return fetch("tinyshakespeare/input.txt").read_bytes().decode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Poem:
+    author: str  # e.g. "太宗皇帝"
+    title: str  # e.g. "帝京篇十首 一"
+    paragraphs: tuple[str, ...]  # the lines of verse, e.g. ("秦川雄帝宅，函谷壯皇居。", ...)
+    id: str  # the chinese-poetry project's UUID for the poem
+
+    @property
+    def text(self) -> str:
+        """The poem's lines joined with newlines (no trailing newline)."""
+        return "\n".join(self.paragraphs)
+
+
+_TANG_SUBSETS = {
+    "all": [f"chinese-poetry/全唐诗/{name}" for name in _TANG_FILES],
+    "300": ["chinese-poetry/全唐诗/唐诗三百首.json"],
+}
+
+
+def load_tang_poems(subset: str = "all") -> list[Poem]:
+    """Tang poems in traditional characters, in file order.
+
+    ``subset="all"``: the 57,607 poems of the Complete Tang Poems (全唐诗), read from
+    ``poet.tang.0.json``, ``poet.tang.1000.json``, ... ``poet.tang.57000.json`` in numeric
+    order, so ``poems[1000 * k]`` is the first poem of ``poet.tang.{1000 * k}.json``.
+    ``subset="300"``: the anthology 唐诗三百首 (366 records, as the file holds them). Its
+    records also carry ``tags``, which are dropped so both subsets give the same `Poem`.
+
+    >>> poems = load_tang_poems()  # doctest: +SKIP
+    >>> len(poems), poems[0].author, poems[0].title  # doctest: +SKIP
+    (57607, '太宗皇帝', '帝京篇十首 一')
+    >>> print(poems[0].text.splitlines()[0])  # doctest: +SKIP
+    秦川雄帝宅，函谷壯皇居。
+    """
+    if subset not in _TANG_SUBSETS:
+        raise ValueError(f"unknown subset {subset!r}; valid: {', '.join(_TANG_SUBSETS)}")
+    poems = []
+    for relpath in _TANG_SUBSETS[subset]:
+        with open(fetch(relpath), encoding="utf-8") as fh:
+            records = json.load(fh)
+        poems.extend(
+            Poem(r["author"], r["title"], tuple(r["paragraphs"]), r["id"]) for r in records
+        )
+    return poems
+
+
+@dataclass(frozen=True, slots=True)
+class LabeledSentence:
+    sentence: str  # lower-cased, tokenized movie-review text, e.g. "a charming journey ."
+    label: int  # 1 = positive, 0 = negative
+
+
+_SST2_SPLITS = {"train": "sst2/train.tsv", "dev": "sst2/dev.tsv"}
+
+
+def load_sst2(split: str) -> list[LabeledSentence]:
+    """SST-2 sentences with sentiment labels: 67,349 for ``"train"``, 872 for ``"dev"``.
+
+    Each row of ``sentence<TAB>label`` (after the header line) becomes one LabeledSentence;
+    the sentence keeps GLUE's tokenization (spaces around punctuation) but loses the trailing
+    space GLUE leaves on every line. The GLUE test split has no labels, so it is not here.
+
+    >>> dev = load_sst2("dev")  # doctest: +SKIP
+    >>> dev[0]  # doctest: +SKIP
+    LabeledSentence(sentence="it 's a charming and often affecting journey .", label=1)
+    """
+    if split not in _SST2_SPLITS:
+        raise ValueError(f"unknown SST-2 split {split!r}; valid: {', '.join(_SST2_SPLITS)}")
+    lines = fetch(_SST2_SPLITS[split]).read_text(encoding="utf-8").splitlines()
+    rows = []
+    for line in lines[1:]:  # lines[0] is the header "sentence\tlabel"
+        sentence, label = line.rsplit("\t", 1)  # rsplit: the label is always the last field
+        rows.append(LabeledSentence(sentence.strip(), int(label)))
+    return rows

