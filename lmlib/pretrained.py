@@ -110,6 +110,7 @@ def _smollm2_float32_copy():
         except (OSError, ValueError):
             pass  # a damaged copy: rebuild it from the GGUF file below
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # First use only: de-quantizing shows its own progress bar, then we save a copy.
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )

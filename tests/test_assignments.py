@@ -1,0 +1,200 @@
+"""The otter-grader assignments grade as intended.
+
+For every ``assignments/<name>/<name>.ipynb``: the solution gets full marks, the blank
+student notebook gets zero on every test case, the committed ``student/`` folder equals a
+fresh build, and each partly right submission in ``MUTANTS`` (the solution with one
+plausible mistake) fails exactly the test cases meant to catch that mistake.
+
+These call the functions behind ``python scripts/assignments.py check``. Each grading runs
+a Jupyter kernel through ``otter run`` (about 5 s), hence ``slow``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("assignments_cli", ROOT / "scripts/assignments.py")
+assignments = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = assignments  # dataclasses look their module up here
+_spec.loader.exec_module(assignments)
+
+NAMES = [m.stem for m in assignments.find_masters()]
+
+
+class Mutant(NamedTuple):
+    old: str  # text in the solution notebook, exactly once
+    new: str  # the mistake
+    fails: set[str]  # the test cases that must fail; all others must pass
+
+
+# Partly right submissions, per assignment. A mistake caught by no public test shows what
+# the hidden tests are for.
+MUTANTS: dict[str, dict[str, Mutant]] = {
+    "ch01_background": {
+        "bigrams wrap around": Mutant(
+            "zip(tokens, tokens[1:], strict=False)",
+            "zip(tokens, tokens[1:] + tokens[:1], strict=False)",
+            {"q1 - 1", "q1 - 2", "q1 - 3"},
+        ),
+        "perplexity without the minus sign": Mutant(
+            "math.exp(-sum(log_probs) / len(log_probs))",
+            "math.exp(sum(log_probs) / len(log_probs))",
+            {"q2 - 1", "q2 - 2"},
+        ),
+        "perplexity as 2 ** nats": Mutant(
+            "math.exp(-sum(log_probs) / len(log_probs))",
+            "2 ** (-sum(log_probs) / len(log_probs))",
+            {"q2 - 1", "q2 - 2"},
+        ),
+        "perplexity([]) raises ZeroDivisionError (hidden test only)": Mutant(
+            'raise ValueError("perplexity of an empty sequence is undefined")',
+            "pass",
+            {"q2 - 3"},
+        ),
+        "add-k without k * V in the denominator": Mutant(
+            "(context_total + k * vocab_size)",
+            "(context_total)",
+            {"q3 - 1", "q3 - 2", "q3 - 3", "q3 - 4"},
+        ),
+        "c(context) counts distinct next tokens": Mutant(
+            "sum(c for (prev, _), c in counts.items() if prev == context)",
+            "sum(1 for (prev, _), c in counts.items() if prev == context)",
+            {"q3 - 1", "q3 - 3", "q3 - 4"},
+        ),
+        "ties broken by dict order (hidden test only)": Mutant(
+            "return min(candidates)[1]",
+            "return min(candidates, key=lambda ct: ct[0])[1]",
+            {"q4 - 2"},
+        ),
+    },
+}
+
+MUTANT_PARAMS = [
+    pytest.param(name, label, id=f"{name}: {label}")
+    for name in NAMES
+    for label in MUTANTS.get(name, {})
+]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("assignments")
+
+
+@pytest.fixture(scope="module")
+def report(workdir):
+    """check() per assignment, run once and shared by the tests below."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            master = assignments.ASSIGNMENTS / name / f"{name}.ipynb"
+            (workdir / name).mkdir()
+            cache[name] = assignments.check(master, workdir / name)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def mutant_grades(report, workdir):
+    """All partly right submissions of an assignment, graded in parallel (one kernel each)."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            r = report(name)
+            solution = r.dist / "autograder" / f"{name}.ipynb"
+            subs = {
+                label: assignments.edit_notebook(
+                    solution, workdir / name / f"mutant-{i}" / solution.name, m.old, m.new
+                )
+                for i, (label, m) in enumerate(MUTANTS[name].items())
+            }
+            with ThreadPoolExecutor(min(len(subs), os.cpu_count() or 1)) as pool:
+                futures = {
+                    label: pool.submit(assignments.grade, r.autograder_zip, nb, workdir / name)
+                    for label, nb in subs.items()
+                }
+                cache[name] = {label: f.result() for label, f in futures.items()}
+        return cache[name]
+
+    return get
+
+
+def test_parse_results_reads_each_case():
+    expected = {"q1": [("q1 - 1", False), ("q1 - 2", True)], "q2": [("q2 - 1", False)]}
+    results = {
+        "tests": [
+            {"name": "Public Tests", "output": "...", "status": "failed"},
+            {
+                "name": "q1",
+                "score": 1,
+                "max_score": 2,
+                "output": "q1 results:\n    q1 - 1 result:\n        ✅ Test case passed\n\n"
+                "    q1 - 2 result:\n        ❌ Test case failed\n        Error at line 3",
+            },
+            {
+                "name": "q2",
+                "score": 1,
+                "max_score": 1,
+                "output": "q2 results: All test cases passed!",
+            },
+        ]
+    }
+    grade = assignments.parse_results(results, expected)
+    assert grade.cases == {"q1 - 1": True, "q1 - 2": False, "q2 - 1": True}
+    assert (grade.score, grade.max_score) == (2, 3)
+
+
+def test_assignments_found():
+    assert NAMES, "no assignments/<name>/<name>.ipynb found"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_assignment_has_partly_right_submissions(name):
+    assert MUTANTS.get(name), f"add partly right submissions for {name} to MUTANTS"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_solution_gets_full_marks(report, name):
+    r = report(name)
+    assert r.solution.max_score > 0
+    assert not r.solution.failed, f"the solution fails {sorted(r.solution.failed)}"
+    assert r.solution.score == r.solution.max_score
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_blank_scores_zero_on_every_case(report, name):
+    r = report(name)
+    assert r.blank.cases.keys() == r.solution.cases.keys()
+    passed = sorted(n for n, ok in r.blank.cases.items() if ok)
+    assert not passed, f"the blank notebook passes {passed}"
+    assert r.blank.score == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_student_folder_is_fresh(report, name):
+    r = report(name)
+    stale = assignments.diff_dirs(assignments.ASSIGNMENTS / name / "student", r.dist / "student")
+    assert not stale, f"{stale}: {assignments.REBUILD_HINT}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "label"), MUTANT_PARAMS)
+def test_partly_right_fails_exactly_the_expected_cases(mutant_grades, name, label):
+    grade = mutant_grades(name)[label]
+    expected = MUTANTS[name][label].fails
+    assert grade.failed == expected, f"failed {sorted(grade.failed)}, expected {sorted(expected)}"
+    assert 0 < grade.score < grade.max_score
