@@ -157,7 +157,7 @@ class InterpolatedNGramLM(NGramLM):
     >>> lm = InterpolatedNGramLM(n=2).fit("abab")
     >>> lm.prob("b", "b")  # lam = 1 / (1 + 1); 0.5 * 0 + 0.5 * P_1(b) where P_1(b) = 0.5
     0.25
-    >>> round(sum(lm.next_token_probs("a")), 12)
+    >>> round(float(lm.next_token_probs("a").sum()), 12)
     1.0
     """
 

@@ -107,8 +107,8 @@ def _smollm2_float32_copy():
             tok = AutoTokenizer.from_pretrained(folder)
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
             return model, tok
-        except (OSError, ValueError):
-            pass  # a damaged copy: rebuild it from the GGUF file below
+        except Exception:  # noqa: BLE001 (any damage to a derived copy: rebuild it below)
+            pass
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # First use only: de-quantizing shows its own progress bar, then we save a copy.
     model = AutoModelForCausalLM.from_pretrained(

@@ -4,6 +4,7 @@ Every notebook starts with::
 
     >>> import lmlib
     >>> lmlib.seed_everything(1337)          # Python, NumPy and PyTorch RNGs
+    1337
     >>> device = lmlib.get_device()          # "cuda", "mps" or "cpu"
 
 `get_device` honours the ``LMLIB_DEVICE`` environment variable, so a reader with a GPU can

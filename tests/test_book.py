@@ -43,14 +43,16 @@ def test_every_toc_entry_has_a_page(site):
 def test_chapter_page_has_launch_buttons_built_from_the_repository_setting(site):
     html = page(site, "chapters/01_background.html")
     repo = site[1]["repository"]["url"].removeprefix("https://github.com/")
-    assert f"colab.research.google.com/github/{repo}/blob/main/chapters/01_background.ipynb" in html
+    assert (
+        f"colab.research.google.com/github/{repo}/blob/main/chapters/01_background.ipynb" in html
+    )
     assert f"mybinder.org/v2/gh/{repo}/main" in html
     assert "01_background.ipynb" in html and "download" in html.lower()
 
 
 def test_math_mermaid_figures_and_search_are_rendered(site):
     html = page(site, "chapters/01_background.html")
-    assert "class=\"math" in html and "mathjax" in html.lower()
+    assert 'class="math' in html and "mathjax" in html.lower()
     assert 'class="mermaid' in html
     assert html.count("<img") >= 5  # the chapter's plots
     assert (site[0] / "search.html").exists() and (site[0] / "searchindex.js").exists()
