@@ -13,11 +13,8 @@ local copy that matches that hash, looking in three places in turn:
    its ``member``; the archive is fetched and the member extracted and checked.
 
 A copy whose hash differs is never returned and never changed: ``ChecksumError`` says which
-file, both hashes, and what to do. The loaders at the bottom turn files into Python objects:
-
->>> text = load_tiny_shakespeare()          # doctest: +SKIP
->>> text[:14]                                # doctest: +SKIP
-'First Citizen:'
+file, both hashes, and what to do. The loaders at the bottom turn files into Python objects,
+e.g. ``load_sst2("dev")[0]`` -> ``LabeledSentence(sentence="it 's a charming ...", label=1)``.
 """
 
 from __future__ import annotations
@@ -64,8 +61,7 @@ class DataFile:
 
 @dataclass(frozen=True)
 class Dataset:
-    name: str
-    description: str
+    description: str  # one line for `list_datasets` readers, e.g. "GLUE SST-2 sentiment, ..."
     files: tuple[DataFile, ...]
 
 
@@ -73,24 +69,19 @@ def _file(relpath: str, url: str, member: str | None = None) -> DataFile:
     return DataFile(relpath, url, SHA256[relpath], member)
 
 
+_SHAKESPEARE = (
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+)
 _POETRY = "https://raw.githubusercontent.com/chinese-poetry/chinese-poetry/master/全唐诗/"
 _TANG_FILES = [f"poet.tang.{n}.json" for n in range(0, 58_000, 1000)]  # numeric order
 _SST2_ZIP = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 
 DATASETS: dict[str, Dataset] = {
     "tiny_shakespeare": Dataset(
-        "tiny_shakespeare",
         "Tiny Shakespeare, 1,115,394 characters (char-rnn, nanoGPT)",
-        (
-            _file(
-                "tinyshakespeare/input.txt",
-                "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
-                "tinyshakespeare/input.txt",
-            ),
-        ),
+        (_file("tinyshakespeare/input.txt", _SHAKESPEARE),),
     ),
     "tang_poems": Dataset(
-        "tang_poems",
         "Complete Tang poems (全唐诗), 57,607 poems in 58 files, plus 唐诗三百首",
         tuple(
             _file(f"chinese-poetry/全唐诗/{name}", _POETRY + name)
@@ -98,7 +89,6 @@ DATASETS: dict[str, Dataset] = {
         ),
     ),
     "sst2": Dataset(
-        "sst2",
         "GLUE SST-2 sentiment, 67,349 train and 872 dev sentences",
         tuple(
             _file(f"sst2/{split}.tsv", _SST2_ZIP, member=f"SST-2/{split}.tsv")
@@ -113,16 +103,13 @@ def list_datasets() -> list[str]:
     return list(DATASETS)
 
 
-def get_dataset(name: str) -> Dataset:
-    """The registry entry for `name`; an unknown name raises ValueError listing known ones."""
+def fetch_dataset(name: str) -> list[Path]:
+    """Fetch every file of data set `name` (see `fetch`) and return their local paths, e.g.
+    ``fetch_dataset("sst2")`` -> ``[.../sst2/train.tsv, .../sst2/dev.tsv]``. An unknown
+    name raises ValueError listing the known ones."""
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
-    return DATASETS[name]
-
-
-def fetch_dataset(name: str) -> list[Path]:
-    """Fetch every file of data set `name` (see `fetch`) and return their local paths."""
-    return [fetch(f.relpath) for f in get_dataset(name).files]
+    return [fetch(f.relpath) for f in DATASETS[name].files]
 
 
 # --- where copies live ------------------------------------------------------------------------
@@ -149,12 +136,12 @@ def offline() -> bool:
     return any(f.strip().lower() in {"1", "true", "yes", "on"} for f in flags)
 
 
-def _lookup(relpath: str) -> tuple[Dataset, DataFile]:
+def _lookup(relpath: str) -> tuple[str, DataFile]:
     # A scan, not a prebuilt index, so that a patched DATASETS entry takes effect at once.
-    for dataset in DATASETS.values():
+    for name, dataset in DATASETS.items():
         for f in dataset.files:
             if f.relpath == relpath:
-                return dataset, f
+                return name, f
     raise ValueError(
         f"{relpath!r} is not a registered data file; the data sets are {', '.join(DATASETS)} "
         "and DATASETS[name].files lists each one's files"
@@ -196,94 +183,94 @@ def _check(path: Path, expected: str, advice: str) -> Path:
 def fetch(relpath: str) -> Path:
     """Local path of registered data file `relpath`, with its SHA-256 checked.
 
-    Looks in ``$LMLIB_DATA_DIR``, then the cache, then downloads into the cache. For example
+    Looks in ``$LMLIB_DATA_DIR``, then the cache, then downloads into the cache; for example
     ``fetch("sst2/dev.tsv")`` -> ``Path("/home/me/.cache/lmlib/data/sst2/dev.tsv")``.
     Raises ChecksumError for a bad copy, DataUnavailableError when there is no copy and no
     network, ValueError for a path that is not in the registry.
     """
-    dataset, entry = _lookup(relpath)
+    name, entry = _lookup(relpath)
     user = data_dir()
     if user is not None and (user / relpath).is_file():
         return _check(
             user / relpath,
             entry.sha256,
             "Replace it with a good copy (`sha256sum -c SHA256SUMS` in that folder checks "
-            "all files), or unset LMLIB_DATA_DIR to use the cache and download instead.",
+            "every file), or unset LMLIB_DATA_DIR to use the cache and download instead.",
         )
     cached = cache_dir() / relpath
     if cached.is_file():
         return _check(cached, entry.sha256, f"Delete {cached} and lmlib will download it again.")
-    looked = f"looked in LMLIB_DATA_DIR={user} and the cache {cache_dir()}"
+    missing = (
+        f"data set {name!r}: no copy of {relpath} "
+        f"(looked in LMLIB_DATA_DIR={user} and in the cache {cache_dir()})"
+    )
     fix = (
         "Set LMLIB_DATA_DIR to a folder holding a copy with the same layout (e.g. the "
         "repository's ../shared/data), or connect to the internet"
     )
     if offline():
         raise DataUnavailableError(
-            f"data set {dataset.name!r}: no copy of {relpath} ({looked}) and downloads are off "
-            f"(LMLIB_OFFLINE or HF_HUB_OFFLINE is set).\n  URL: {entry.url}\n  {fix} and "
-            "unset LMLIB_OFFLINE and HF_HUB_OFFLINE."
+            f"{missing} and downloads are off (LMLIB_OFFLINE or HF_HUB_OFFLINE is set).\n"
+            f"  URL: {entry.url}\n  {fix} and unset LMLIB_OFFLINE and HF_HUB_OFFLINE."
         )
     try:
-        _download(dataset, entry)
+        _download(DATASETS[name], entry)
     except (OSError, http.client.HTTPException, zipfile.BadZipFile, KeyError) as err:
+        # URLError and timeouts are OSErrors; BadZipFile/KeyError: an archive without our file.
         raise DataUnavailableError(
-            f"data set {dataset.name!r}: no copy of {relpath} ({looked}) and the download "
-            f"failed: {err!r}\n  URL: {entry.url}\n  {fix}."
+            f"{missing} and the download failed: {err!r}\n  URL: {entry.url}\n  {fix}."
         ) from err
     return cached
 
 
 def _download(dataset: Dataset, entry: DataFile) -> None:
-    """Download `entry` into the cache: to a temporary file beside its final place, check
-    the hash, then rename it into place (a rename is atomic, so no reader sees half a file)."""
+    """Download `entry` into the cache, extracting it from its zip archive if it has one."""
     if entry.member is None:
-        _stream_into_cache(entry.relpath, entry.url, entry.sha256, url=entry.url)
+        with _urlopen(entry.url) as response, _progress(response, entry.url) as bar:
+            _save(entry, response, where=entry.url, bar=bar)
         return
-    # One archive often holds several registered files (SST-2: train and dev), so extract
-    # every missing sibling now rather than download the same archive again later.
     cache = cache_dir()
+    # One archive often holds several registered files (SST-2: train and dev), so also
+    # extract the siblings not cached yet rather than download the same archive again later.
+    siblings = [
+        f
+        for f in dataset.files
+        if f.url == entry.url and f.member and f != entry and not (cache / f.relpath).is_file()
+    ]
     cache.mkdir(parents=True, exist_ok=True)
-    fd, archive = tempfile.mkstemp(dir=cache, prefix=".archive.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _copy_url(entry.url, out, desc=Path(entry.url).name)
+    # An anonymous temporary file: the archive is gone when it closes, whatever happens.
+    with tempfile.TemporaryFile(dir=cache) as archive:
+        with _urlopen(entry.url) as response, _progress(response, entry.url) as bar:
+            _copy(response, archive, bar)
         with zipfile.ZipFile(archive) as zf:
-            for f in dataset.files:
-                if (
-                    f.url == entry.url
-                    and f.member
-                    and (f is entry or not (cache / f.relpath).is_file())
-                ):
+            for f in [entry, *siblings]:
+                try:
                     with zf.open(f.member) as src:
-                        _stream_into_cache(
-                            f.relpath, src, f.sha256, url=f"{f.url} (member {f.member})"
-                        )
-    finally:
-        os.unlink(archive)
+                        _save(f, src, where=f"member {f.member} of {f.url}")
+                except (ChecksumError, KeyError):
+                    if f == entry:
+                        raise
+                    # A bad or missing sibling is left out now and reported when asked for.
 
 
-def _stream_into_cache(relpath: str, source: str | BinaryIO, expected: str, url: str) -> None:
-    """Copy `source` (a URL or an open binary file) to ``cache_dir()/relpath`` if its hash is
-    `expected`; otherwise delete the temporary copy and raise ChecksumError naming `url`."""
-    final = cache_dir() / relpath
+def _save(entry: DataFile, src: BinaryIO, where: str, bar: tqdm | None = None) -> None:
+    """Copy `src` to a temporary file beside ``cache_dir()/entry.relpath``, check its hash,
+    then rename it into place; a rename is atomic, so no reader ever sees half a file."""
+    final = cache_dir() / entry.relpath
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
-            if isinstance(source, str):
-                actual = _copy_url(source, out, desc=final.name)
-            else:
-                actual = _copy(source, out)
-        if actual != expected:
+            actual = _copy(src, out, bar)
+        if actual != entry.sha256:
             raise ChecksumError(
-                f"download of {url} does not match the registered SHA-256 of {relpath}; "
-                f"nothing was cached.\n  expected: {expected}\n  actual:   {actual}\n  "
-                "The upstream file may have changed: set LMLIB_DATA_DIR to a folder holding "
-                "a verified copy (e.g. the repository's ../shared/data)."
+                f"the download of {where} does not match the registered SHA-256 of "
+                f"{entry.relpath}; nothing was cached.\n  expected: {entry.sha256}\n  "
+                f"actual:   {actual}\n  The upstream file may have changed: set LMLIB_DATA_DIR "
+                "to a folder holding a verified copy (e.g. the repository's ../shared/data)."
             )
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException:  # also Ctrl-C: never leave a half-written .part file behind
         Path(tmp).unlink(missing_ok=True)
         raise
 
@@ -299,21 +286,17 @@ def _copy(src: BinaryIO, out: BinaryIO, bar: tqdm | None = None) -> str:
     return digest.hexdigest()
 
 
-def _copy_url(url: str, out: BinaryIO, desc: str) -> str:
+def _urlopen(url: str) -> http.client.HTTPResponse:
     # Percent-encode non-ASCII path parts (全唐诗) but leave an already-encoded URL alone.
-    quoted = urllib.parse.quote(url, safe=":/?&=%#~")
-    with urllib.request.urlopen(quoted, timeout=_TIMEOUT_S) as response:
-        size = response.headers.get("Content-Length")
-        total = int(size) if size and size.isdigit() else None
-        with tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=desc,
-            disable=total is None,
-        ) as bar:
-            return _copy(response, out, bar)
+    return urllib.request.urlopen(urllib.parse.quote(url, safe=":/?&=%#~"), timeout=_TIMEOUT_S)
+
+
+def _progress(response: http.client.HTTPResponse, url: str) -> tqdm:
+    # No size, no bar: a bar without a total tells the reader nothing.
+    size = response.headers.get("Content-Length", "")
+    total = int(size) if size.isdigit() else None
+    name = url.rsplit("/", 1)[-1]
+    return tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=total is None)
 
 
 # --- loaders ----------------------------------------------------------------------------------
@@ -355,7 +338,7 @@ def load_tang_poems(subset: str = "all") -> list[Poem]:
 
     ``subset="all"``: the 57,607 poems of the Complete Tang Poems (全唐诗), read from
     ``poet.tang.0.json``, ``poet.tang.1000.json``, ... ``poet.tang.57000.json`` in numeric
-    order, so ``poems[1000 * k]`` is the first poem of ``poet.tang.{1000 * k}.json``.
+    order (as strings, ``10000`` would sort before ``2000``); a file holds about 1,000.
     ``subset="300"``: the anthology 唐诗三百首 (366 records, as the file holds them). Its
     records also carry ``tags``, which are dropped so both subsets give the same `Poem`.
 
@@ -399,7 +382,8 @@ def load_sst2(split: str) -> list[LabeledSentence]:
     """
     if split not in _SST2_SPLITS:
         raise ValueError(f"unknown SST-2 split {split!r}; valid: {', '.join(_SST2_SPLITS)}")
-    lines = fetch(_SST2_SPLITS[split]).read_text(encoding="utf-8").splitlines()
+    # split("\n"), not splitlines(): the latter also breaks at rarer separators like \x1c.
+    lines = fetch(_SST2_SPLITS[split]).read_text(encoding="utf-8").rstrip("\n").split("\n")
     rows = []
     for line in lines[1:]:  # lines[0] is the header "sentence\tlabel"
         sentence, label = line.rsplit("\t", 1)  # rsplit: the label is always the last field
