@@ -3,11 +3,18 @@
 - `lmlib.runtime`: seeding and device choice (every chapter's first cell)
 - `lmlib.data`: the book's data sets, found offline or downloaded and checksum-verified
 - `lmlib.pretrained`: SmolLM2-135M-Instruct and all-MiniLM-L6-v2, offline
+- `lmlib.history`: published milestones and model sizes, with sources (Chapter 1)
 - `lmlib.ngram`: n-gram language models (Chapter 1)
 """
 
-from lmlib.runtime import environment_summary, get_device, in_colab, seed_everything
+from lmlib.runtime import (
+    cache_root,
+    environment_summary,
+    get_device,
+    in_colab,
+    seed_everything,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["environment_summary", "get_device", "in_colab", "seed_everything"]
+__all__ = ["cache_root", "environment_summary", "get_device", "in_colab", "seed_everything"]

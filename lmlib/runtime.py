@@ -17,6 +17,7 @@ import os
 import platform
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -87,6 +88,17 @@ def get_device(prefer: str | None = None) -> torch.device:
     ):
         raise RuntimeError(f"device 'mps' was requested but is not available; unset {DEVICE_ENV}")
     return torch.device(choice.lower())
+
+
+def cache_root() -> Path:
+    """Root of everything lmlib caches (downloaded data, converted models).
+
+    ``$LMLIB_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/lmlib``, else ``~/.cache/lmlib``.
+    """
+    if value := os.environ.get("LMLIB_CACHE_DIR"):
+        return Path(value).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg).expanduser() / "lmlib"
 
 
 def in_colab() -> bool:

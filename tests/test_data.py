@@ -51,7 +51,7 @@ def isolated(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("LMLIB_CACHE_DIR", str(cache))
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    return cache
+    return cache / "data"  # what data.cache_dir() gives
 
 
 @pytest.fixture
@@ -203,7 +203,7 @@ def test_registry_shape():
 
 def test_cache_dir_order(monkeypatch, tmp_path):
     monkeypatch.setenv("LMLIB_CACHE_DIR", str(tmp_path / "a"))
-    assert data.cache_dir() == tmp_path / "a"
+    assert data.cache_dir() == tmp_path / "a" / "data"
     monkeypatch.delenv("LMLIB_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert data.cache_dir() == tmp_path / "xdg" / "lmlib" / "data"
