@@ -5,6 +5,7 @@
 - `lmlib.pretrained`: SmolLM2-135M-Instruct and all-MiniLM-L6-v2, offline
 - `lmlib.history`: published milestones and model sizes, with sources (Chapter 1)
 - `lmlib.ngram`: n-gram language models (Chapter 1)
+- `lmlib.tokenizers`: character and byte-level BPE tokenizers, from scratch (Chapter 2)
 """
 
 from lmlib.runtime import (

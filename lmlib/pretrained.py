@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from lmlib.runtime import cache_root
 
@@ -190,23 +191,33 @@ def load_minilm(device: str | torch.device = "cpu", attn_implementation: str = "
 
 
 @torch.no_grad()
-def embed_sentences(sentences: list[str], device: str | torch.device = "cpu") -> torch.Tensor:
+def embed_sentences(
+    sentences: list[str], device: str | torch.device = "cpu", batch_size: int = 64
+) -> torch.Tensor:
     """Sentence embeddings as all-MiniLM-L6-v2 defines them: mean-pool, then L2-normalize.
 
     Returns a (len(sentences), 384) float32 tensor whose rows have norm 1, so the cosine
     similarity of two sentences is a plain dot product. Same result as
-    ``SentenceTransformer(...).encode(sentences, normalize_embeddings=True)``.
+    ``SentenceTransformer(...).encode(sentences, normalize_embeddings=True)``. Sentences are
+    batched by length (less padding, several times faster on a CPU); a progress bar shows
+    for more than a few batches.
     """
     if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
         raise TypeError("embed_sentences expects a list of strings")
     model, tok = load_minilm(device)
-    batch = tok(sentences, padding=True, truncation=True, max_length=256, return_tensors="pt")
-    batch = batch.to(model.device)
-    hidden = model(**batch).last_hidden_state  # (B, T, C)
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-    # Average only over real tokens: padding must not pull the mean towards zero.
-    mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, C)
-    return torch.nn.functional.normalize(mean, dim=-1).cpu()
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    out = torch.empty(len(sentences), model.config.hidden_size)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="embedding", disable=len(starts) < 8, leave=False):
+        idx = order[start : start + batch_size]
+        batch = tok([sentences[i] for i in idx], padding=True, truncation=True,
+                    max_length=256, return_tensors="pt").to(model.device)  # fmt: skip
+        hidden = model(**batch).last_hidden_state  # (B, T, C)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        # Average only over real tokens: padding must not pull the mean towards zero.
+        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, C)
+        out[idx] = torch.nn.functional.normalize(mean, dim=-1).cpu()
+    return out
 
 
 @functools.lru_cache(maxsize=4)

@@ -75,6 +75,23 @@ MUTANTS: dict[str, dict[str, Mutant]] = {
             {"q4 - 2"},
         ),
     },
+    "ch02_core_concepts": {
+        "pairs wrap around": Mutant(
+            "zip(ids, ids[1:], strict=False)",
+            "zip(ids, ids[1:] + ids[:1], strict=False)",
+            {"q1 - 1", "q1 - 2", "q1 - 3", "q3 - 1", "q3 - 4"},
+        ),
+        "BPE ties broken by the most recent pair (hidden test only)": Mutant(
+            "pair = max(counts, key=counts.get)",
+            "pair = max(reversed(counts), key=counts.get)",
+            {"q3 - 2"},
+        ),
+        "cosine without normalisation": Mutant(
+            "np.dot(a, b) / (norm_a * norm_b)",
+            "np.dot(a, b)",
+            {"q4 - 1", "q4 - 2", "q4 - 3"},
+        ),
+    },
 }
 
 MUTANT_PARAMS = [
