@@ -6,6 +6,8 @@
 - `lmlib.history`: published milestones and model sizes, with sources (Chapter 1)
 - `lmlib.ngram`: n-gram language models (Chapter 1)
 - `lmlib.tokenizers`: character and byte-level BPE tokenizers, from scratch (Chapter 2)
+- `lmlib.attention`: attention, masks, position encodings, norms, feed-forward layers (Ch. 3-4)
+- `lmlib.model`: GPT-2-style and Llama-style decoder-only models, loadable from Hugging Face
 """
 
 from lmlib.runtime import (

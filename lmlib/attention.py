@@ -1,0 +1,298 @@
+"""Attention and the other pieces of a Transformer block (Chapters 3-4).
+
+Read top to bottom, each piece adds one idea:
+
+- `softmax`, `causal_mask`, `scaled_dot_product_attention`: attention written out by hand,
+  softmax(q kᵀ / √hs) v, with a boolean mask that says which positions a query may see.
+- `MultiHeadAttention`: three learned projections make queries, keys and values; the
+  channels are split into heads that attend independently, then mixed by `out_proj`.
+- `sinusoidal_positions`: the fixed position signal that the original Transformer adds to
+  the token embeddings.
+- `rope_cache`, `apply_rope`: rotary embeddings, which rotate q and k instead, so that
+  q·k depends only on how far apart two tokens are (Llama's "rotate_half" layout).
+- `LayerNorm` (GPT-2) and `RMSNorm` (Llama): normalise each token's channels.
+- `GELUMLP` (GPT-2) and `SwiGLU` (Llama): the position-wise feed-forward network.
+
+Shape legend, used in every shape comment:
+B batch, T time (query positions), S key positions (S = T in self-attention),
+C channels (= d_model), nh heads, hs head size (C = nh * hs).
+
+The explicit attention here is for reading; `torch.nn.functional.scaled_dot_product_attention`
+computes the same numbers without materialising the (T, S) weights, and the tests check that
+the two agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def causal_mask(T: int, device=None) -> torch.Tensor:
+    """Bool (T, T) mask, True where query t may attend to key s, i.e. s <= t.
+
+    >>> causal_mask(3)
+    tensor([[ True, False, False],
+            [ True,  True, False],
+            [ True,  True,  True]])
+    """
+    return torch.tril(torch.ones(T, T, dtype=torch.bool, device=device))
+
+
+def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """exp(x) / sum(exp(x)) along `dim`, computed so that large inputs do not overflow.
+
+    Subtracting the max changes nothing mathematically (the factor exp(-max) cancels) but
+    keeps every exponent <= 0, so exp never exceeds 1. exp(1000.) alone is inf in float32.
+
+    >>> softmax(torch.tensor([1000.0, 1001.0]))  # same as softmax([0, 1])
+    tensor([0.2689, 0.7311])
+    """
+    x = x - x.amax(dim=dim, keepdim=True)
+    # A row that is all -inf (every key masked) has no max to subtract and gives nan; a mask
+    # must leave each query at least one key, as a causal mask always does.
+    e = torch.exp(x)
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, return_weights=False):
+    """softmax(q kᵀ / √hs) v, written out step by step.
+
+    q is (B, nh, T, hs); k and v are (B, nh, S, hs). `mask` is a bool tensor broadcastable
+    to (B, nh, T, S), True where attention is allowed. Returns out (B, nh, T, hs), and the
+    weights (B, nh, T, S) too when `return_weights` is True.
+
+    Worked example: with q = k = 0 every score is 0, so each query averages the values it
+    may see. Causally, position 0 sees v[0] = 1 and position 1 sees (1 + 3) / 2 = 2.
+
+    >>> q = k = torch.zeros(1, 1, 2, 1)
+    >>> v = torch.tensor([1.0, 3.0]).view(1, 1, 2, 1)
+    >>> out, w = scaled_dot_product_attention(q, k, v, causal_mask(2), return_weights=True)
+    >>> out.view(-1), w.view(2, 2)
+    (tensor([1., 2.]), tensor([[1.0000, 0.0000],
+            [0.5000, 0.5000]]))
+    """
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            "q, k, v must have rank 4, (B, nh, T, hs); got "
+            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
+        raise TypeError(f"q, k, v must be floating point; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.size(-1) != k.size(-1):
+        raise ValueError(f"head sizes differ: q has hs={q.size(-1)}, k has hs={k.size(-1)}")
+    if k.size(-2) != v.size(-2):
+        raise ValueError(f"k and v need the same length S; got {k.size(-2)} and {v.size(-2)}")
+    hs = q.size(-1)
+    # Dividing by √hs keeps the scores' variance near 1 for unit-variance q and k, so the
+    # softmax does not saturate to one-hot as hs grows.
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, hs) @ (B, nh, hs, S)
+    if mask is not None:
+        # exp(-inf) = 0: a disallowed key gets exactly zero weight.
+        att = att.masked_fill(~mask, float("-inf"))  # (B, nh, T, S)
+    weights = softmax(att, dim=-1)  # (B, nh, T, S), each row sums to 1
+    out = weights @ v  # (B, nh, T, S) @ (B, nh, S, hs) -> (B, nh, T, hs)
+    return (out, weights) if return_weights else out
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention with `n_heads` heads over x (B, T, C), C = d_model.
+
+    Q, K and V come from three different learned projections: a token's query (what it looks
+    for), key (what it offers) and value (what it passes on) need not be the same vector.
+
+    >>> mha = MultiHeadAttention(d_model=8, n_heads=2, causal=True)
+    >>> out, w = mha(torch.randn(1, 5, 8), return_weights=True)
+    >>> tuple(out.shape), tuple(w.shape)
+    ((1, 5, 8), (1, 2, 5, 5))
+    """
+
+    def __init__(self, d_model, n_heads, bias=True, causal=False):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(
+                f"d_model ({d_model}) must be divisible by n_heads ({n_heads}): "
+                "each head gets d_model // n_heads channels"
+            )
+        self.d_model, self.n_heads, self.causal = d_model, n_heads, causal
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def forward(self, x, mask=None, return_weights=False):
+        B, T, C = x.shape
+        nh, hs = self.n_heads, C // self.n_heads
+        # Split channels into heads, then move heads next to batch so that each head is an
+        # independent attention problem.
+        q = self.q_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = self.v_proj(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if self.causal:
+            causal = causal_mask(T, device=x.device)  # (T, T)
+            mask = causal if mask is None else mask & causal
+        out, weights = scaled_dot_product_attention(q, k, v, mask, return_weights=True)
+        # Undo the split: heads side by side again; contiguous because transpose only
+        # changed strides and view needs a plain layout.
+        out = out.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        out = self.out_proj(out)  # (B, T, C)
+        return (out, weights) if return_weights else out
+
+
+def sinusoidal_positions(T: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
+    """Vaswani et al.'s (T, d_model) table: PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos.
+
+    Each pair of channels is a clock of a different speed, from one turn every 2π positions
+    down to one every 2π·base. Position 0 is [0, 1, 0, 1, ...]; with d = 4 the second clock
+    runs at 1 / 10000^(2/4) = 1/100 radian per position.
+
+    >>> sinusoidal_positions(2, 4)
+    tensor([[0.0000, 1.0000, 0.0000, 1.0000],
+            [0.8415, 0.5403, 0.0100, 0.9999]])
+    """
+    pos = torch.arange(T, dtype=torch.float32)[:, None]  # (T, 1)
+    inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)  # (d/2,)
+    angles = pos * inv_freq  # (T, 1) * (d/2,) -> (T, d/2)
+    pe = torch.zeros(T, d_model)
+    pe[:, 0::2] = torch.sin(angles)
+    pe[:, 1::2] = torch.cos(angles[:, : d_model // 2])  # odd d_model: one fewer cos column
+    return pe
+
+
+def rope_cache(head_dim: int, T: int, base: float = 10000.0, device=None, dtype=torch.float32):
+    """cos and sin tables, each (T, head_dim), for rotary embeddings at positions 0..T-1.
+
+    Channel j and channel j + head_dim/2 form a pair rotated by angle p * base^(-2j/head_dim)
+    (Hugging Face Llama's layout: halves, not interleaved neighbours), so both halves of the
+    table repeat the same angles.
+
+    >>> cos, sin = rope_cache(head_dim=4, T=2)
+    >>> sin  # angles at position 1: [1, 1/100, 1, 1/100]
+    tensor([[0.0000, 0.0000, 0.0000, 0.0000],
+            [0.8415, 0.0100, 0.8415, 0.0100]])
+    """
+    # Angles in float32 (as Llama does) even for bf16 tables: p * inv_freq grows large and
+    # bf16 would lose the angle; float64 tables are computed in float64.
+    work = torch.promote_types(dtype, torch.float32)
+    inv_freq = 1.0 / base ** (
+        torch.arange(0, head_dim, 2, device=device, dtype=work) / head_dim
+    )  # (hs/2,)
+    pos = torch.arange(T, device=device, dtype=work)
+    angles = torch.outer(pos, inv_freq)  # (T, hs/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (T, hs): the same angle for both halves
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """[x1, x2] -> [-x2, x1] on the last dim: a 90° turn of every (x1[j], x2[j]) pair."""
+    x1, x2 = x.chunk(2, dim=-1)  # (..., hs/2) each
+    return torch.cat((-x2, x1), dim=-1)  # (..., hs)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, nh, T, hs) by the angles in cos, sin (T, hs); slice them for an offset.
+
+    A 2-D rotation by θ is (a, b) -> (a cosθ - b sinθ, b cosθ + a sinθ). Rotating q by mθ
+    and k by nθ leaves q·k depending only on (m - n)θ: relative position for free.
+
+    >>> cos, sin = rope_cache(head_dim=2, T=2)
+    >>> x = torch.tensor([1.0, 0.0]).expand(1, 1, 2, 2)  # the same vector at positions 0, 1
+    >>> apply_rope(x, cos, sin)  # position 1 is turned by 1 radian
+    tensor([[[[1.0000, 0.0000],
+              [0.5403, 0.8415]]]])
+    """
+    return x * cos + _rotate_half(x) * sin  # (B, nh, T, hs) * (T, hs) broadcasts over B, nh
+
+
+class LayerNorm(nn.Module):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last dim (GPT-2's norm).
+
+    The variance is the biased one (divide by C, not C - 1), as in nn.LayerNorm.
+
+    >>> LayerNorm(2)(torch.tensor([[1.0, 3.0]]))  # mean 2, var 1
+    tensor([[-1.0000,  1.0000]], grad_fn=<AddBackward0>)
+    """
+
+    def __init__(self, dim, eps=1e-5, bias=True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x):
+        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+        var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)  # (..., 1)
+        y = (x - mean) / torch.sqrt(var + self.eps) * self.weight
+        return y + self.bias if self.bias is not None else y
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x²) + eps) * weight (Llama's norm): LayerNorm without the mean or bias.
+
+    Computed in float32 and cast back, as Hugging Face's LlamaRMSNorm does, because squaring
+    bf16/fp16 activations loses too much precision.
+
+    >>> RMSNorm(2, eps=0.0)(torch.tensor([[3.0, 4.0]]))  # rms = sqrt((9 + 16) / 2)
+    tensor([[0.8485, 1.1314]], grad_fn=<MulBackward0>)
+    """
+
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(dtype)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation, GPT-2's "gelu_new": 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))).
+
+    >>> gelu_tanh(torch.tensor([0.0, 10.0]))  # ~0 for x << 0, ~x for x >> 0
+    tensor([ 0., 10.])
+    """
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+class GELUMLP(nn.Module):
+    """GPT-2's feed-forward network: c_proj(gelu(c_fc(x))), (B, T, C) -> (B, T, C).
+
+    >>> tuple(GELUMLP(d_model=8, hidden=32)(torch.randn(2, 3, 8)).shape)
+    (2, 3, 8)
+    """
+
+    def __init__(self, d_model, hidden, bias=True):
+        super().__init__()
+        self.c_fc = nn.Linear(d_model, hidden, bias=bias)
+        self.c_proj = nn.Linear(hidden, d_model, bias=bias)
+
+    def forward(self, x):
+        return self.c_proj(gelu_tanh(self.c_fc(x)))  # (B, T, C) -> (B, T, hidden) -> (B, T, C)
+
+
+class SwiGLU(nn.Module):
+    """Llama's feed-forward network: down(silu(gate(x)) * up(x)), (B, T, C) -> (B, T, C).
+
+    What it adds over GELUMLP: a second projection `up` that is multiplied by the activated
+    `gate`, so the network learns which hidden units to let through for each token. The
+    parameter names match Hugging Face's LlamaMLP, so its state dict loads directly.
+
+    >>> tuple(SwiGLU(d_model=8, hidden=16)(torch.randn(2, 3, 8)).shape)
+    (2, 3, 8)
+    """
+
+    def __init__(self, d_model, hidden):
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, hidden, bias=False)
+        self.up_proj = nn.Linear(d_model, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x):
+        h = F.silu(self.gate_proj(x)) * self.up_proj(x)  # (B, T, hidden)
+        return self.down_proj(h)  # (B, T, C)
