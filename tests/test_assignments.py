@@ -92,6 +92,28 @@ MUTANTS: dict[str, dict[str, Mutant]] = {
             {"q4 - 1", "q4 - 2", "q4 - 3"},
         ),
     },
+    "ch04_mathematics": {
+        "softmax without subtracting the maximum (hidden test only)": Mutant(
+            "    z = z - z.max(axis=-1, keepdims=True)  # the largest allowed score becomes 0",
+            "    z = z + 0.0",
+            {"q1 - 2"},
+        ),
+        "attention without V": Mutant(
+            "    return masked_softmax(scores, mask) @ V",
+            "    return masked_softmax(scores, mask)",
+            {"q2 - 1", "q2 - 3"},
+        ),
+        "scores not scaled by sqrt(d_k) (hidden test only)": Mutant(
+            "    scores = Q @ K.T / np.sqrt(W_k.shape[1])",
+            "    scores = Q @ K.T",
+            {"q2 - 3"},
+        ),
+        "position embedding forgotten": Mutant(
+            "    return V * d + T_max * d + L * (norms + attn + ffn) + 2 * d",
+            "    return V * d + L * (norms + attn + ffn) + 2 * d",
+            {"q3 - 1", "q3 - 2"},
+        ),
+    },
 }
 
 MUTANT_PARAMS = [
