@@ -54,9 +54,9 @@ def setup_source(path: Path) -> str:
     folder = path.parent.relative_to(ROOT).as_posix()
     # Assignments are graded with otter; the student copy lives in a student/ sub-folder.
     if folder.startswith("assignments/"):
-        extras, folder = "pretrained,assignments", f"{folder}/student"
+        extras, folder = "pretrained,notebooks,assignments", f"{folder}/student"
     else:
-        extras = "pretrained"
+        extras = "pretrained,notebooks"
     return TEMPLATE.format(
         url=repo["url"], branch=repo.get("branch", "main"), clone=CLONE,
         extras=extras, folder=folder,

@@ -92,6 +92,35 @@ MUTANTS: dict[str, dict[str, Mutant]] = {
             {"q4 - 1", "q4 - 2", "q4 - 3"},
         ),
     },
+    "ch03_transformer": {
+        "sin and cos swapped": Mutant(
+            "    pe[:, 0::2] = np.sin(angles)\n    pe[:, 1::2] = np.cos(angles)",
+            "    pe[:, 0::2] = np.cos(angles)\n    pe[:, 1::2] = np.sin(angles)",
+            {"q1 - 1", "q1 - 2"},
+        ),
+        "heads scaled by sqrt(d) instead of sqrt(d_k) (hidden test only)": Mutant(
+            "        weights = causal_softmax(Q[:, cols] @ K[:, cols].T / np.sqrt(d_k))",
+            "        weights = causal_softmax(Q[:, cols] @ K[:, cols].T / np.sqrt(d))",
+            {"q2 - 2", "q4 - 2"},
+        ),
+        "output projection W_o forgotten": Mutant(
+            "    return np.concatenate(heads, axis=1) @ W_o",
+            "    return np.concatenate(heads, axis=1)",
+            {"q2 - 1", "q2 - 2", "q4 - 2"},
+        ),
+        "variance divided by d - 1": Mutant(
+            "    var = X.var(axis=-1, keepdims=True)  # divides by d",
+            "    var = X.var(axis=-1, keepdims=True, ddof=1)",
+            {"q3 - 1", "q3 - 2", "q4 - 2"},
+        ),
+        "residual added to the normalized input": Mutant(
+            '    h = layer_norm(X, p["ln2_gain"], p["ln2_bias"])\n'
+            '    return X + gelu(h @ p["W_1"] + p["b_1"]) @ p["W_2"] + p["b_2"]',
+            '    h = layer_norm(X, p["ln2_gain"], p["ln2_bias"])\n'
+            '    return h + gelu(h @ p["W_1"] + p["b_1"]) @ p["W_2"] + p["b_2"]',
+            {"q4 - 1", "q4 - 2"},
+        ),
+    },
     "ch04_mathematics": {
         "softmax without subtracting the maximum (hidden test only)": Mutant(
             "    z = z - z.max(axis=-1, keepdims=True)  # the largest allowed score becomes 0",

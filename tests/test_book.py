@@ -61,3 +61,13 @@ def test_math_mermaid_figures_and_search_are_rendered(site):
 def test_assignment_page_links_to_colab(site):
     html = page(site, "assignments/ch01_background/student/ch01_background.html")
     assert "colab.research.google.com/github/" in html
+
+
+def test_chapter_3_page_carries_the_bertviz_views(site):
+    html = page(site, "chapters/03_transformer.html")
+    # two head views and two model views: each a container and a script that fills it
+    views = set(re.findall(r'id="(bertviz-[0-9a-f]{32})"', html))
+    assert len(views) == 4
+    for view in views:
+        assert f'"root_div_id": "{view}"' in html, f"no attention data for {view}"
+    assert html.count("<img") >= 10  # the chapter's plots
