@@ -7,7 +7,11 @@
 - `lmlib.ngram`: n-gram language models (Chapter 1)
 - `lmlib.tokenizers`: character and byte-level BPE tokenizers, from scratch (Chapter 2)
 - `lmlib.attention`: attention, masks, position encodings, norms, feed-forward layers (Ch. 3-4)
-- `lmlib.model`: GPT-2-style and Llama-style decoder-only models, loadable from Hugging Face
+- `lmlib.model`: GPT-2-style and Llama-style decoder-only models, loadable from Hugging Face,
+  with a KV cache (Chapters 3-5)
+- `lmlib.train`: batches, the learning-rate schedule, AdamW and a resumable trainer (Ch. 5)
+- `lmlib.generate`: greedy, sampling filters, beam search, streaming, batched prompts (Ch. 5)
+- `lmlib.finetune`: LoRA, adapters, prompt tuning and classification by label words (Ch. 5)
 """
 
 from lmlib.runtime import (

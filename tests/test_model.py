@@ -13,9 +13,11 @@ transformers = pytest.importorskip("transformers")
 from lmlib.model import (  # noqa: E402 (after the importorskip)
     GPT,
     GPTConfig,
+    KVCache,
     Llama,
     LlamaConfig,
     count_parameters,
+    kv_cache_bytes,
     llama_from_smollm2,
 )
 
@@ -178,6 +180,104 @@ def test_bad_targets_and_configs_give_clear_errors(gpt_pair):
         GPT(GPTConfig(d_model=10, n_head=3, n_layer=1))
     with pytest.raises(ValueError, match="n_kv_head"):
         Llama(LlamaConfig(n_layer=1, n_head=9, n_kv_head=2))
+
+
+# --------------------------------------------------------------------------------------------
+# KV cache, left padding and the fused attention path
+
+
+def padded(ids, n_pad):
+    """ids (B, T) with row b's first n_pad[b] tokens replaced by padding, and its mask."""
+    mask = torch.ones_like(ids)
+    for b, n in enumerate(n_pad):
+        mask[b, :n] = 0
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+@torch.no_grad()
+def test_fused_and_teaching_attention_agree(pair):
+    """return_attention switches to lmlib.attention's explicit version; same logits."""
+    _, ours = pair
+    ids, mask = padded(random_ids(), [0, 3, 9])
+    for kwargs in ({}, {"attention_mask": mask}):
+        fused = ours(ids, **kwargs).logits
+        teaching = ours(ids, return_attention=True, **kwargs).logits
+        diff = (fused - teaching).abs().max().item()
+        assert diff <= 1e-5, f"{kwargs.keys()}: fused and teaching differ by {diff:.2e}"
+    cache = KVCache.for_model(ours, batch_size=3, max_len=T)
+    ours(ids[:, :5], cache=cache)
+    fused = ours(ids[:, 5:9], cache=cache).logits
+    cache.layers[0].length = cache.layers[1].length = 5  # rewind, and read them again
+    out = ours(ids[:, 5:9], cache=cache, return_attention=True)
+    assert (fused - out.logits).abs().max().item() <= 1e-5
+    assert out.attentions[0].shape == (3, NH, 4, 9)  # (B, nh, T, cached + T)
+
+
+@torch.no_grad()
+def test_cache_in_chunks_equals_the_full_forward(pair):
+    _, ours = pair
+    ids, mask = padded(random_ids(), [0, 2, 6])
+    for kwargs in ({}, {"attention_mask": mask}):
+        full = ours(ids, **kwargs).logits
+        cache = KVCache.for_model(ours, batch_size=3, max_len=T)
+        chunks = []
+        for start, end in [(0, 7), (7, 8), (8, 12), (12, T)]:
+            part = {k: m[:, :end] for k, m in kwargs.items()}  # the mask covers cache + new
+            out = ours(ids[:, start:end], cache=cache, **part)
+            assert out.cache is cache and cache.length == end
+            chunks.append(out.logits)
+        diff = (torch.cat(chunks, dim=1) - full).abs().max().item()
+        assert diff <= 1e-5, f"{kwargs.keys()}: cached logits differ by {diff:.2e}"
+
+
+@torch.no_grad()
+def test_left_padded_row_equals_the_row_alone(pair):
+    """Positions count from the first real token, and no real token sees padding."""
+    hf, ours = pair
+    ids, mask = padded(random_ids(), [0, 5, 11])
+    got = ours(ids, attention_mask=mask).logits
+    # Hugging Face's forward takes the positions separately (its generate computes them so).
+    want = hf(ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    for b, n in enumerate([0, 5, 11]):
+        alone = ours(ids[b : b + 1, n:]).logits[0]
+        assert (got[b, n:] - alone).abs().max().item() <= 1e-5
+        assert (got[b, n:] - want[b, n:]).abs().max().item() <= 1e-5
+
+
+@torch.no_grad()
+def test_last_only_gives_the_last_row_of_logits(pair):
+    _, ours = pair
+    ids = random_ids()
+    last = ours(ids, last_only=True).logits
+    assert last.shape == (3, 1, V)
+    assert torch.allclose(last, ours(ids).logits[:, -1:], atol=1e-6)
+
+
+def test_kv_cache_bytes_is_the_memory_of_a_filled_cache(pair):
+    _, ours = pair
+    cache = KVCache.for_model(ours, batch_size=3, max_len=T)
+    stored = sum(t.numel() * t.element_size() for kv in cache.layers for t in (kv.k, kv.v))
+    assert kv_cache_bytes(ours.config, batch_size=3, seq_len=T) == stored
+    # GPT-2 small: 2 * 12 layers * 768 channels * 4 bytes = 73,728 bytes per token.
+    assert kv_cache_bytes(GPTConfig(), batch_size=1, seq_len=1) == 73_728
+    # SmolLM2-135M: 2 * 30 layers * 3 kv heads * 64 * 2 bytes (bf16) = 23,040 per token.
+    assert kv_cache_bytes(LlamaConfig(), 1, 1, dtype=torch.bfloat16) == 23_040
+
+
+@torch.no_grad()
+def test_cache_and_mask_errors_are_clear(pair):
+    _, ours = pair
+    ids = random_ids(B=2)
+    cache = KVCache.for_model(ours, batch_size=2, max_len=40)
+    ours(ids, cache=cache)
+    with pytest.raises(ValueError, match="16 cached \\+ 17 new tokens exceed.*block_size 32"):
+        ours(random_ids(B=2, T=17), cache=cache)
+    with pytest.raises(ValueError, match="cache holds 2 rows"):
+        ours(random_ids(B=3, T=1), cache=cache)
+    with pytest.raises(ValueError, match=r"attention_mask must have shape.*\(2, 17\)"):
+        ours(random_ids(B=2, T=1), cache=cache, attention_mask=torch.ones(2, 1))
+    with pytest.raises(ValueError, match=r"attention_mask must have shape.*\(2, 16\)"):
+        ours(ids, attention_mask=torch.ones(16))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,280 @@
+"""LoRA, adapters, prompt tuning and label-word classification on tiny random models.
+
+Every method must start as "no change" (same logits as the frozen model), train only its own
+parameters, and agree with a reference: LoRA with `peft` given the same A and B, a merged
+LoRA with the unmerged one, prompt tuning with the plain model on the concatenated sequence,
+label-word scores with a one-by-one computation. One slow test runs the real SmolLM2.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmlib.data import LabeledSentence
+from lmlib.finetune import (
+    Adapter,
+    EncoderClassifier,
+    LoRALinear,
+    PromptTuning,
+    add_adapters,
+    add_lora,
+    classify,
+    finetune_classifier,
+    freeze,
+    label_word_logprobs,
+    merge_lora,
+    parameter_summary,
+    train_encoder_classifier,
+    trainable_parameters,
+)
+from lmlib.model import GPT, GPTConfig, Llama, LlamaConfig
+
+V, C, L, NH, NKV, R = 99, 32, 2, 4, 2, 4
+
+
+class CharTokenizer:
+    """One token per character (code point mod V), so " yes" is four tokens."""
+
+    def encode(self, text, add_special_tokens=True):
+        return [ord(c) % V for c in text]
+
+
+def make(kind):
+    torch.manual_seed(0)
+    if kind == "gpt":
+        return GPT(GPTConfig(block_size=64, vocab_size=V, n_layer=L, n_head=NH, d_model=C)).eval()
+    config = LlamaConfig(vocab_size=V, block_size=64, n_layer=L, n_head=NH, n_kv_head=NKV,
+                         d_model=C, hidden=64, tie_embeddings=False)  # fmt: skip
+    return Llama(config).eval()
+
+
+@pytest.fixture(params=["gpt", "llama"])
+def model(request):
+    return make(request.param)
+
+
+def lora_targets(model):
+    return ("c_attn",) if isinstance(model, GPT) else ("q_proj", "v_proj")
+
+
+def ids(B=2, T=12, seed=1):
+    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def trainable_names(model):
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def test_freeze_and_summary(model):
+    total = sum(p.numel() for p in model.parameters())
+    assert trainable_parameters(model) == total
+    assert trainable_parameters(freeze(model)) == 0
+    assert parameter_summary(model) == f"trainable 0 of {total:,} parameters (0.00%)"
+
+
+def test_lora_linear_by_hand():
+    base = torch.nn.Linear(3, 2)
+    lora = LoRALinear(base, r=1, alpha=2)  # scaling 2
+    with torch.no_grad():
+        lora.lora_A.weight.copy_(torch.tensor([[1.0, 0.0, 1.0]]))
+        lora.lora_B.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    # A x = 1 + 3 = 4, B A x = (4, -4), times 2 = (8, -8)
+    assert torch.allclose(lora(x), base(x) + torch.tensor([[8.0, -8.0]]))
+    assert not base.weight.requires_grad and lora.lora_A.weight.requires_grad
+
+
+@torch.no_grad()
+def test_lora_starts_as_the_base_model_and_trains_only_a_and_b(model):
+    x = ids()
+    want = model(x).logits
+    add_lora(model, lora_targets(model), r=R, alpha=8)
+    assert torch.equal(model(x).logits, want)  # B = 0: exactly no change
+    names = trainable_names(model)
+    assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
+    wrapped = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    assert len(wrapped) == L * len(lora_targets(model))
+    want_count = sum(R * (m.base.in_features + m.base.out_features) for m in wrapped)
+    assert trainable_parameters(model) == want_count
+
+
+def test_lora_dotted_target_and_unknown_target():
+    gpt = make("gpt")
+    add_lora(gpt, ("attn.c_proj",))
+    assert isinstance(gpt.transformer.h[0].attn.c_proj, LoRALinear)
+    assert not isinstance(gpt.transformer.h[0].mlp.c_proj, LoRALinear)
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        add_lora(make("llama"), ("nope",))
+
+
+@torch.no_grad()
+def test_merged_lora_equals_unmerged(model):
+    x = ids()
+    base = model(x).logits
+    add_lora(model, lora_targets(model), r=R, alpha=8)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.lora_B.weight.normal_(std=0.1)
+    unmerged = model(x).logits
+    assert (unmerged - base).abs().max() > 1e-3  # the update really changes the model
+    merge_lora(model)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    assert (model(x).logits - unmerged).abs().max() <= 1e-5
+
+
+@torch.no_grad()
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers' deprecations, seen via peft
+def test_lora_matches_peft():
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_config = transformers.LlamaConfig(
+        vocab_size=V, hidden_size=C, intermediate_size=64, num_hidden_layers=L,
+        num_attention_heads=NH, num_key_value_heads=NKV, max_position_embeddings=64,
+        tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    )  # fmt: skip
+    hf = transformers.LlamaForCausalLM(hf_config).eval()
+    ours = add_lora(Llama.from_hf(hf).eval(), ("q_proj", "v_proj"), r=R, alpha=8)
+    config = peft.LoraConfig(r=R, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    theirs = peft.get_peft_model(hf, config).eval()
+    assert theirs.get_nb_trainable_parameters()[0] == trainable_parameters(ours)
+    for i, block in enumerate(ours.blocks):
+        for name in ("q_proj", "v_proj"):
+            layer = getattr(theirs.base_model.model.model.layers[i].self_attn, name)
+            for part in ("lora_A", "lora_B"):
+                w = torch.randn_like(getattr(layer, part)["default"].weight) * 0.1
+                getattr(layer, part)["default"].weight.copy_(w)
+                getattr(getattr(block.attn, name), part).weight.copy_(w)
+    x = ids()
+    diff = (ours(x).logits - theirs(input_ids=x).logits).abs().max().item()
+    assert diff <= 1e-5, f"logits differ from peft's by {diff:.2e}"
+
+
+@torch.no_grad()
+def test_adapters_start_as_identity_and_train_alone(model):
+    x = ids()
+    want = model(x).logits
+    add_adapters(model, bottleneck=3)
+    assert torch.equal(model(x).logits, want)
+    attentions = model(x, return_attention=True).attentions  # blocks still return them
+    assert len(attentions) == L and attentions[0].shape == (2, NH, 12, 12)
+    names = trainable_names(model)
+    assert names and all(".adapter." in n for n in names)
+    assert trainable_parameters(model) == L * 2 * (C * 3 + 3 + 3 * C + C)
+    for m in model.modules():
+        if isinstance(m, Adapter):
+            m.up.weight.normal_(std=0.1)
+    assert (model(x).logits - want).abs().max() > 1e-3  # adapters are on the path
+
+
+@torch.no_grad()
+def test_prompt_tuning_equals_the_model_on_the_concatenation(model):
+    prefix, x = torch.tensor([5, 17, 42]), ids()
+    full = torch.cat([prefix.expand(2, 3), x], dim=1)  # (B, 3 + T)
+    want = model(full).logits[:, 3:]
+    wrapped = PromptTuning(model, 3, init_from_ids=prefix)
+    targets = torch.cat([x[:, 1:], torch.full_like(x[:, :1], -100)], dim=1)
+    out = wrapped(x, targets)
+    assert out.logits.shape == (2, 12, V)
+    assert (out.logits - want).abs().max() <= 1e-5
+    want_loss = F.cross_entropy(want[:, :-1].reshape(-1, V), x[:, 1:].reshape(-1))
+    assert torch.allclose(out.loss, want_loss, atol=1e-5)
+    assert trainable_names(wrapped) == ["prompt"] and trainable_parameters(wrapped) == 3 * C
+    with pytest.raises(ValueError, match="block_size"):
+        wrapped(ids(T=62))
+
+
+@torch.no_grad()
+def test_label_word_logprobs_match_a_manual_computation(model):
+    tok = CharTokenizer()
+    prompts, words = ["ab", "hello there", "x"], [" no", " yes", "!"]
+    got = label_word_logprobs(model, tok, prompts, words, batch_size=2)
+    assert got.shape == (3, 3)
+    for i, p in enumerate(prompts):
+        for k, w in enumerate(words):
+            p_ids, w_ids = tok.encode(p), tok.encode(w)
+            logp = model(torch.tensor([p_ids + w_ids])).logits[0].log_softmax(-1)
+            want = sum(logp[len(p_ids) - 1 + j, t] for j, t in enumerate(w_ids))
+            assert abs(got[i, k].item() - want.item()) <= 1e-5, (p, w)
+    assert torch.equal(classify(model, tok, prompts, words), got.argmax(-1))
+    with pytest.raises(ValueError, match="at least one token"):
+        label_word_logprobs(model, tok, prompts, ["", " yes"])
+
+
+TRAIN = [LabeledSentence("good fun", 1), LabeledSentence("dull", 0),
+         LabeledSentence("a joy", 1), LabeledSentence("bad , bad", 0)]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["lora", "adapter", "prompt", "full"])
+def test_finetune_classifier_lowers_the_loss_and_leaves_the_model_alone(model, method):
+    before = copy.deepcopy(model.state_dict())
+    r = finetune_classifier(model, CharTokenizer(), method, TRAIN, TRAIN, steps=3,
+                            batch_size=4, lr=1e-2, template="{sentence} :",
+                            label_words=(" no", " yes"), r=2, bottleneck=2,
+                            n_virtual_tokens=2)  # fmt: skip
+    assert r["losses"][-1] < r["losses"][0]  # the same 4 examples every step
+    assert r["eval_loss_after"] < r["eval_loss_before"]  # and eval = train here
+    assert 0 < r["trainable_params"] <= r["total_params"]
+    assert (r["trainable_params"] == r["total_params"]) == (method == "full")
+    assert 0 <= r["accuracy_before"] <= 1 and 0 <= r["accuracy_after"] <= 1
+    assert r["seconds"] > 0 and r["peak_memory_mb"] > 0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(p.requires_grad for p in model.parameters())  # the copy was frozen, not this
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "fun", "dull", ","]
+    vocab = tmp_path_factory.mktemp("bert") / "vocab.txt"
+    vocab.write_text("\n".join(words) + "\n")
+    tok = transformers.BertTokenizer(str(vocab))
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(words), hidden_size=C, num_hidden_layers=L,
+                                     num_attention_heads=NH, intermediate_size=37)  # fmt: skip
+    return transformers.BertModel(config).eval(), tok
+
+
+@torch.no_grad()
+def test_encoder_classifier_mean_pools_real_tokens_only(tiny_bert):
+    encoder, tok = tiny_bert
+    clf = EncoderClassifier(encoder, n_classes=3).eval()
+    alone = tok(["good fun"], return_tensors="pt")
+    padded = tok(["good fun", "bad , bad , dull dull"], padding=True, return_tensors="pt")
+    a = clf(alone["input_ids"], alone["attention_mask"])
+    b = clf(padded["input_ids"], padded["attention_mask"])
+    assert b.shape == (2, 3)
+    assert (a[0] - b[0]).abs().max() <= 1e-5
+
+
+def test_train_encoder_classifier_lowers_the_loss(tiny_bert):
+    encoder, tok = tiny_bert
+    before = copy.deepcopy(encoder.state_dict())
+    r = train_encoder_classifier(encoder, tok, TRAIN, TRAIN, steps=3, batch_size=4, lr=1e-3)
+    assert r["losses"][-1] < r["losses"][0] and r["eval_loss_after"] < r["eval_loss_before"]
+    n_encoder = sum(p.numel() for p in encoder.parameters())
+    assert r["trainable_params"] == r["total_params"] == n_encoder + C * 2 + 2  # + head
+    assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.slow
+def test_smollm2_lora_smoke(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pytest.importorskip("transformers")
+    from lmlib.model import llama_from_smollm2
+    from lmlib.pretrained import load_smollm2
+
+    hf, tok = load_smollm2()
+    model = llama_from_smollm2()
+    examples = [LabeledSentence("a charming , funny film .", 1),
+                LabeledSentence("a dull , tedious mess .", 0)]  # fmt: skip
+    prompts = ["Review: " + ex.sentence + "\nSentiment:" for ex in examples]
+    ours = label_word_logprobs(model, tok, prompts, [" negative", " positive"])
+    theirs = label_word_logprobs(hf, tok, prompts, [" negative", " positive"])
+    assert (ours - theirs).abs().max() <= 1e-3
+    assert classify(model, tok, prompts, [" negative", " positive"]).tolist() == [1, 0]
+    r = finetune_classifier(model, tok, "lora", examples, examples, steps=2, batch_size=2)
+    assert r["trainable_params"] == 460_800  # 30 layers * 8 * ((576 + 576) + (576 + 192))
+    assert len(r["losses"]) == 2 and r["accuracy_after"] >= 0.5
