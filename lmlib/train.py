@@ -1,0 +1,465 @@
+"""Training a language model: batches, a learning-rate schedule, AdamW and the loop (Chapter 5).
+
+Read top to bottom, each piece adds one idea:
+
+- `get_batch`: random windows of a long token sequence; the targets are the inputs shifted
+  by one, so every position of every window is a next-token prediction.
+- `lr_at`: linear warm-up, then a cosine decay to a floor.
+- `configure_optimizer`: AdamW, with weight decay on matrices and embeddings only.
+- `estimate_loss`: the mean loss over a fixed set of batches, so that two estimates differ
+  only because the model changed, not because the batches did.
+- `Trainer`: the loop, with gradient accumulation, clipping, mixed precision on CUDA,
+  periodic evaluation, a `History` to plot, and checkpoints that resume bit for bit.
+
+Shape legend: B batch, T time (``block_size``), V vocabulary size.
+
+>>> from lmlib.model import GPT, GPTConfig
+>>> _ = torch.manual_seed(0)
+>>> data = torch.tensor([0, 1, 2, 3] * 50)  # "0123" over and over: easy to learn
+>>> model = GPT(GPTConfig(block_size=8, vocab_size=4, n_layer=1, n_head=2, d_model=16))
+>>> cfg = TrainConfig(max_iters=40, batch_size=4, block_size=8, learning_rate=1e-2,
+...                   min_lr=1e-3, warmup_iters=5, eval_interval=0, progress=False, device="cpu")
+>>> history = Trainer(model, data, cfg=cfg).train()
+>>> history.train_loss[0] > 1.2 > 0.1 > history.train_loss[-1]  # from about ln 4 = 1.39
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from lmlib.runtime import get_device
+
+
+@dataclass
+class TrainConfig:
+    """A run, apart from the model and data; the defaults are nanoGPT's Shakespeare on a CPU."""
+
+    # batches
+    batch_size: int = 12  # sequences per micro-batch
+    block_size: int = 64  # tokens per sequence; at most the model's own block_size
+    grad_accum_steps: int = 1  # micro-batches per step: the batch is batch_size * this
+    # schedule (see lr_at): linear warm-up to learning_rate, cosine decay to min_lr
+    max_iters: int = 2000  # optimizer steps
+    learning_rate: float = 1e-3  # peak, reached at the end of the warm-up
+    min_lr: float = 1e-4  # the floor after lr_decay_iters, about learning_rate / 10
+    warmup_iters: int = 100  # Adam's moment estimates are poor at first: start gently
+    lr_decay_iters: int | None = None  # where the cosine reaches min_lr; None: max_iters
+    # optimizer (see configure_optimizer)
+    weight_decay: float = 0.1  # AdamW's decoupled decay, on matrices and embeddings only
+    betas: tuple[float, float] = (0.9, 0.999)  # PyTorch's; 0.99 and 0.95 did worse on Shakespeare
+    grad_clip: float | None = 1.0  # largest global gradient norm; None: no clipping
+    # evaluation
+    eval_interval: int = 250  # estimate at step 0, every this many steps, at the end; 0: end
+    eval_iters: int = 20  # batches per split in each estimate (the same batches every time)
+    # runtime
+    seed: int = 1337  # seeds the batch sampler; the model's initialization is the caller's
+    device: str | None = None  # None: lmlib.get_device(), i.e. CUDA, then MPS, then CPU
+    mixed_precision: str = "auto"  # CUDA only: "auto" (bf16, else fp16), "bf16", "fp16", "off"
+    compile: bool = False  # torch.compile the model: slow to start, pays off on long runs
+    # checkpoints and progress
+    checkpoint_path: str | None = None  # where to save; None: only explicit save_checkpoint
+    checkpoint_interval: int = 0  # save every this many steps, and when train() returns
+    log_interval: int = 10  # refresh the progress bar's loss and lr every this many steps
+    progress: bool = True  # show a tqdm progress bar
+
+    def __post_init__(self):
+        for name in ("batch_size", "block_size", "grad_accum_steps", "log_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in "max_iters warmup_iters eval_interval eval_iters checkpoint_interval".split():
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.min_lr <= self.learning_rate:
+            raise ValueError(
+                f"need 0 <= min_lr <= learning_rate, got {self.min_lr} and {self.learning_rate}"
+            )
+        if self.warmup_iters > self.decay_iters:
+            raise ValueError(
+                f"warmup_iters {self.warmup_iters} is past the end of the decay, "
+                f"lr_decay_iters {self.decay_iters}"
+            )
+        if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
+            raise ValueError(
+                f"mixed_precision must be 'auto', 'bf16', 'fp16' or 'off', "
+                f"got {self.mixed_precision!r}"
+            )
+
+    @property
+    def decay_iters(self) -> int:
+        return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
+
+
+def _check_data(data, block_size: int, name: str = "data") -> None:
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a 1-D torch tensor of token ids, got {type(data).__name__}"
+        )
+    if data.dim() != 1:
+        raise ValueError(
+            f"{name} must be 1-D (one long token sequence), got shape {tuple(data.shape)}"
+        )
+    if data.dtype.is_floating_point or data.dtype.is_complex or data.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer token ids, got {data.dtype}")
+    if len(data) < block_size + 1:
+        raise ValueError(
+            f"{name} has {len(data)} tokens, fewer than block_size + 1 = "
+            f"{block_size + 1}: a window needs one more token for its last target"
+        )
+
+
+def get_batch(data, batch_size, block_size, generator=None, device=None):
+    """``batch_size`` random windows of ``data``: inputs x and targets y, both (B, T) long.
+
+    y is x shifted left by one (``y[b, t] = x[b, t + 1]``): at every position the target is
+    the token that comes next. The same ``generator`` state gives the same batch.
+
+    >>> data = torch.arange(10, 20)  # ten tokens: 3 + 1 fit from positions 0..6
+    >>> x, y = get_batch(data, 2, 3, torch.Generator().manual_seed(0))  # starts 4 and 3
+    >>> x
+    tensor([[14, 15, 16],
+            [13, 14, 15]])
+    >>> y  # each target is the token after its input
+    tensor([[15, 16, 17],
+            [14, 15, 16]])
+    """
+    _check_data(data, block_size)
+    # A window of block_size + 1 tokens must fit, so it may start at 0 .. len - block_size - 1.
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+    # One gather for the whole batch, no Python loop: row b holds ix[b], ..., ix[b] + T.
+    offsets = torch.arange(block_size + 1)  # (T + 1,)
+    windows = data[(ix[:, None] + offsets).to(data.device)]  # (B, 1) + (T + 1,) -> (B, T + 1)
+    x = windows[:, :-1].long()  # (B, T) inputs
+    y = windows[:, 1:].long()  # (B, T) targets
+    if device is not None and torch.device(device).type == "cuda":
+        # Pinned host memory lets the copy overlap with the GPU's work on the previous step.
+        x, y = x.pin_memory(), y.pin_memory()
+    if device is not None:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return x, y
+
+
+def lr_at(it: int, cfg: TrainConfig) -> float:
+    """The learning rate for step ``it``: linear warm-up, cosine decay, then a floor.
+
+    Steps 0 .. warmup_iters - 1 climb linearly to the peak; from warmup_iters to
+    lr_decay_iters the rate follows half a cosine down to min_lr, and stays there.
+
+    Worked example, peak 1.0, floor 0.1, 4 warm-up steps, decay until step 14: the warm-up
+    gives 1/4, 2/4, 3/4, 4/4; halfway down (step 9) the cosine factor is 0.5, so
+    0.1 + 0.5 * (1.0 - 0.1) = 0.55.
+
+    >>> cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=4, lr_decay_iters=14)
+    >>> [round(lr_at(it, cfg), 4) for it in (0, 1, 3, 4, 9, 14, 100)]
+    [0.25, 0.5, 1.0, 1.0, 0.55, 0.1, 0.1]
+    """
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / cfg.warmup_iters  # it + 1: step 0 is not wasted
+    if it >= cfg.decay_iters:
+        return cfg.min_lr
+    progress = (it - cfg.warmup_iters) / (cfg.decay_iters - cfg.warmup_iters)  # 0 -> 1
+    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+
+
+def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with two parameter groups: weight decay on tensors of 2 or more dimensions only.
+
+    Decay pulls weights towards zero. That suits matrices and embeddings, where it keeps
+    individual weights from growing large, but not biases (shifts) or norm gains (which
+    start at one on purpose). ``named_parameters`` yields a tied weight (GPT's embedding
+    and lm_head) once, so it is neither decayed twice nor updated twice.
+
+    With the tiny GPT of `lmlib.model.count_parameters` (324 parameters): wte 40, wpe 32,
+    c_attn 48, attn.c_proj 16, c_fc 64 and mlp.c_proj 64 decay (264); the four biases
+    (12 + 4 + 16 + 4) and the three LayerNorms (3 * 8) do not (60).
+
+    >>> from lmlib.model import GPT, GPTConfig
+    >>> model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=1, d_model=4))
+    >>> opt = configure_optimizer(model, TrainConfig())
+    >>> [(g["weight_decay"], sum(p.numel() for p in g["params"])) for g in opt.param_groups]
+    [(0.1, 264), (0.0, 60)]
+    """
+    params = [p for p in model.parameters() if p.requires_grad]  # each tied tensor once
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    # The fused kernel updates every tensor in one pass; where it is missing, "foreach"
+    # still batches the tensors instead of looping over them in Python.
+    device = params[0].device.type if params else "cpu"
+    fused = (
+        device in ("cuda", "cpu") and "fused" in inspect.signature(torch.optim.AdamW).parameters
+    )
+    kind = {"fused": True} if fused else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas, **kind)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def estimate_loss(model, splits, eval_iters, batch_size, block_size, seed=0, amp_dtype=None):
+    """Mean loss over ``eval_iters`` batches of each split: ``{"train": ..., "val": ...}``.
+
+    Each split gets a fresh generator seeded with ``seed``, so every call sees the same
+    batches and two estimates differ only because the model did. The model runs in eval
+    mode (no dropout) without gradients, and is put back in the mode it was in.
+
+    A model whose logits are all zero predicts the uniform distribution, so its loss is
+    ln V exactly; for V = 4 that is ln 4 = 1.3863.
+
+    >>> from lmlib.model import GPT, GPTConfig
+    >>> model = GPT(GPTConfig(block_size=4, vocab_size=4, n_layer=1, n_head=1, d_model=8))
+    >>> _ = nn.init.zeros_(model.lm_head.weight)  # logits = features @ 0 = 0
+    >>> splits = {"train": torch.tensor([0, 1, 2, 3] * 3), "val": torch.tensor([3, 2, 1, 0] * 2)}
+    >>> {k: round(v, 4) for k, v in estimate_loss(model, splits, 2, 2, 4).items()}
+    {'train': 1.3863, 'val': 1.3863}
+    """
+    if eval_iters < 1:
+        raise ValueError(f"eval_iters must be at least 1, got {eval_iters}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    losses = {}
+    try:
+        for name, data in splits.items():
+            generator = torch.Generator().manual_seed(seed)
+            total = torch.zeros((), device=device)
+            for _ in range(eval_iters):
+                x, y = get_batch(data, batch_size, block_size, generator, device)
+                with _autocast(device, amp_dtype):
+                    total += model(x, y).loss.float()
+            losses[name] = total.item() / eval_iters  # one sync per split, not per batch
+    finally:
+        model.train(was_training)
+    return losses
+
+
+@dataclass
+class History:
+    """What a run recorded, as plain lists for plotting; index i of a list is step i."""
+
+    train_loss: list[float] = field(default_factory=list)  # mean micro-batch loss per step
+    lr: list[float] = field(default_factory=list)  # the learning rate of each step
+    eval_iter: list[int] = field(default_factory=list)  # steps done when estimate_loss ran
+    eval_loss: dict[str, list[float]] = field(default_factory=dict)  # split -> per eval_iter
+
+
+# Config fields that do not change the numbers a step computes, so a run may resume with
+# other values (more steps, another device, a different progress bar); the rest must match.
+_FREE_TO_CHANGE = set(
+    "max_iters eval_interval eval_iters device compile checkpoint_path checkpoint_interval "
+    "log_interval progress".split()
+)
+
+
+def _fingerprint(config: dict) -> dict:
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    if config["lr_decay_iters"] is None:  # the schedule really ends at max_iters
+        config["lr_decay_iters"] = config["max_iters"]
+    return {k: v for k, v in config.items() if k not in _FREE_TO_CHANGE}
+
+
+class Trainer:
+    """Trains ``model`` on ``train_data`` (a 1-D tensor of token ids) as ``cfg`` says.
+
+    ``train()`` runs until ``cfg.max_iters``, or ``iters`` more steps, and can be called
+    again to go on: interrupting a notebook cell and re-running it continues the run.
+    ``save_checkpoint`` / ``load_checkpoint`` do the same across processes; a resumed run
+    computes exactly the losses the uninterrupted run would have (bit for bit on a CPU).
+
+    The model must map ``(idx, targets)`` to an object with a ``.loss``, as `lmlib.model`'s
+    models do. Dropout draws from torch's global generator: seed it (``seed_everything``)
+    before building the model for a repeatable run.
+    """
+
+    def __init__(
+        self, model: nn.Module, train_data, val_data=None, cfg: TrainConfig | None = None
+    ):
+        self.cfg = cfg = cfg if cfg is not None else TrainConfig()
+        self.splits = (
+            {"train": train_data} if val_data is None else {"train": train_data, "val": val_data}
+        )
+        for name, data in self.splits.items():
+            _check_data(data, cfg.block_size, f"{name}_data")
+        model_block = getattr(getattr(model, "config", None), "block_size", None)
+        if model_block is not None and cfg.block_size > model_block:
+            raise ValueError(
+                f"cfg.block_size {cfg.block_size} is longer than the model's "
+                f"block_size {model_block}"
+            )
+        self.device = get_device(cfg.device)
+        self.model = model.to(self.device)
+        self.optimizer = configure_optimizer(self.model, cfg)  # after .to(): fused needs it
+        self.amp_dtype = self._amp_dtype()
+        # fp16's narrow range lets small gradients underflow to zero; the scaler multiplies
+        # the loss up before backward and divides the gradients back down before the step.
+        # bf16 has float32's range and needs none, so the scaler is off (a no-op) then.
+        fp16 = self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        # What step() calls: the model itself, or a compiled version sharing its weights.
+        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # the training batches
+        self.iter = 0  # optimizer steps done
+        self.history = History()
+        self._pending: list[torch.Tensor] = []  # losses not yet copied into history
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        choice = self.cfg.mixed_precision
+        if choice == "off":
+            return None
+        if self.device.type != "cuda":
+            if choice != "auto":
+                warnings.warn(
+                    f"mixed_precision={choice!r} is for CUDA; training on "
+                    f"{self.device.type} in float32",
+                    stacklevel=3,
+                )
+            return None
+        if choice == "auto":
+            # bf16 is native from compute capability 8 (Ampere) on; older GPUs emulate it.
+            native_bf16 = torch.cuda.get_device_capability(self.device)[0] >= 8
+            return torch.bfloat16 if native_bf16 else torch.float16
+        return torch.bfloat16 if choice == "bf16" else torch.float16
+
+    def step(self) -> torch.Tensor:
+        """One optimizer step over ``grad_accum_steps`` micro-batches; returns the mean loss."""
+        cfg = self.cfg
+        lr = lr_at(self.iter, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=self.device)
+        for _ in range(cfg.grad_accum_steps):
+            x, y = get_batch(
+                self.splits["train"], cfg.batch_size, cfg.block_size, self.generator, self.device
+            )
+            with _autocast(self.device, self.amp_dtype):
+                # Gradients add up over backward calls; dividing each loss by the number of
+                # micro-batches makes the sum a mean, as for one batch of the combined size.
+                loss = self.step_model(x, y).loss / cfg.grad_accum_steps
+            self.scaler.scale(loss).backward()
+            total += loss.detach().float()
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)  # with fp16, skipped if a gradient overflowed
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)  # frees the gradients until next backward
+        self.iter += 1
+        self.history.lr.append(lr)
+        self._pending.append(total)
+        return total
+
+    def _flush(self) -> None:
+        # .item() waits for the GPU; collecting losses and copying them in one go every
+        # log_interval steps lets the GPU run ahead of Python in between.
+        if self._pending:
+            self.history.train_loss += torch.stack(self._pending).tolist()
+            self._pending.clear()
+
+    def evaluate(self) -> dict[str, float]:
+        """`estimate_loss` on every split, recorded in the history at the current step."""
+        cfg = self.cfg
+        # The uncompiled model: a compiled one would compile again for eval mode and no_grad.
+        losses = estimate_loss(
+            self.model,
+            self.splits,
+            cfg.eval_iters,
+            cfg.batch_size,
+            cfg.block_size,
+            cfg.seed,
+            self.amp_dtype,
+        )
+        self.history.eval_iter.append(self.iter)
+        for name, loss in losses.items():
+            self.history.eval_loss.setdefault(name, []).append(loss)
+        return losses
+
+    def train(self, iters: int | None = None) -> History:
+        """Run until ``cfg.max_iters`` steps are done, or at most ``iters`` more; the history."""
+        cfg = self.cfg
+        if iters is not None and iters < 0:
+            raise ValueError(f"iters must be >= 0, got {iters}")
+        stop = cfg.max_iters if iters is None else min(cfg.max_iters, self.iter + iters)
+        bar = tqdm(total=cfg.max_iters, initial=self.iter, desc="train", disable=not cfg.progress)
+        self.model.train()  # dropout on, whatever mode the model came in
+        if self.iter == 0 and not self.history.eval_iter and cfg.eval_interval and cfg.eval_iters:
+            self._report(bar, self.evaluate())  # the untrained model: about ln V
+        try:
+            while self.iter < stop:
+                self.step()
+                bar.update()
+                if self.iter % cfg.log_interval == 0 or self.iter == stop:
+                    self._flush()
+                    loss, lr = self.history.train_loss[-1], self.history.lr[-1]
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                due = cfg.eval_interval and self.iter % cfg.eval_interval == 0
+                if cfg.eval_iters and (due or self.iter == cfg.max_iters):
+                    self._report(bar, self.evaluate())
+                every = cfg.checkpoint_interval
+                if cfg.checkpoint_path and every and self.iter % every == 0 and self.iter < stop:
+                    self.save_checkpoint()
+        finally:
+            self._flush()
+            bar.close()
+        if cfg.checkpoint_path:
+            self.save_checkpoint()
+        return self.history
+
+    def _report(self, bar, losses: dict[str, float]) -> None:
+        if self.cfg.progress:
+            bar.write(f"step {self.iter}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> None:
+        """Everything a resumed run needs to continue exactly where this one is."""
+        path = path if path is not None else self.cfg.checkpoint_path
+        if path is None:
+            raise ValueError("no path given and cfg.checkpoint_path is None")
+        self._flush()
+        checkpoint = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),  # Adam's moments and step counts
+            "scaler": self.scaler.state_dict(),
+            "iter": self.iter,
+            "history": asdict(self.history),
+            "config": asdict(self.cfg),
+            # The batch sampler and torch's global generator (dropout), so that the next
+            # batches and dropout masks are the ones the uninterrupted run would draw.
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+        }
+        tmp = f"{path}.tmp"
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)  # atomic: a crash while saving never leaves half a checkpoint
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Continue the run saved at ``path``; its config must match this trainer's."""
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        ours, theirs = _fingerprint(asdict(self.cfg)), _fingerprint(checkpoint["config"])
+        if ours != theirs:
+            diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
+            raise ValueError(f"checkpoint {path} has another config; (checkpoint, ours): {diff}")
+        self.model.load_state_dict(checkpoint["model"])  # strict: another model fails here
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.iter = checkpoint["iter"]
+        self.history = History(**checkpoint["history"])
+        self._pending.clear()
+        self.generator.set_state(checkpoint["generator"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        if checkpoint["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])

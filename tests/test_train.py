@@ -1,0 +1,324 @@
+"""The trainer: schedule, optimizer groups, batches, accumulation, resuming, and bad input.
+
+Every model here is a tiny GPT (d_model 16, one or two layers) so the whole file runs in
+seconds on a CPU; the real run, Tiny Shakespeare to val loss <= 1.90, is
+benchmarks/train_char_gpt.py.
+"""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from lmlib.model import GPT, GPTConfig, Llama, LlamaConfig
+from lmlib.tokenizers import CharTokenizer
+from lmlib.train import (
+    History,
+    TrainConfig,
+    Trainer,
+    configure_optimizer,
+    estimate_loss,
+    get_batch,
+    lr_at,
+)
+
+V, T = 8, 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tensors this small gain nothing from a second thread, and on a CPU shared with other
+    # jobs each parallel op may wait for a thread the OS has paused: one thread is faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_gpt(seed=0, dropout=0.0, n_layer=1):
+    torch.manual_seed(seed)
+    cfg = GPTConfig(block_size=T, vocab_size=V, n_layer=n_layer, n_head=2, d_model=16,
+                    dropout=dropout)  # fmt: skip
+    return GPT(cfg)
+
+
+def tiny_cfg(**overrides):
+    base = dict(max_iters=8, batch_size=4, block_size=T, warmup_iters=2, learning_rate=1e-2,
+                min_lr=1e-3, eval_interval=0, eval_iters=2, progress=False,
+                device="cpu")  # fmt: skip
+    return TrainConfig(**{**base, **overrides})
+
+
+def token_data(n=300, seed=0):
+    return torch.randint(V, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+# --- lr_at ------------------------------------------------------------------------------------
+
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine_to_the_floor():
+    cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110)
+    assert lr_at(0, cfg) == pytest.approx(0.1)  # 1/10 of the peak: step 0 already learns
+    assert lr_at(4, cfg) == pytest.approx(0.5)
+    assert lr_at(9, cfg) == pytest.approx(1.0)  # the last warm-up step reaches the peak
+    assert lr_at(10, cfg) == pytest.approx(1.0)  # the cosine starts at its top
+    assert lr_at(60, cfg) == pytest.approx(0.55)  # halfway: (1.0 + 0.1) / 2
+    assert lr_at(35, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_at(110, cfg) == lr_at(10_000, cfg) == 0.1  # the floor, and it stays
+    decay = [lr_at(it, cfg) for it in range(10, 111)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+
+
+def test_schedule_without_warmup_and_with_the_default_decay_end():
+    cfg = TrainConfig(max_iters=100, learning_rate=1.0, min_lr=0.0, warmup_iters=0)
+    assert cfg.decay_iters == 100  # lr_decay_iters=None: decay over the whole run
+    assert lr_at(0, cfg) == 1.0
+    assert lr_at(50, cfg) == pytest.approx(0.5)
+    assert lr_at(100, cfg) == 0.0
+
+
+# --- configure_optimizer ----------------------------------------------------------------------
+
+
+def decay_names(model, opt):
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in opt.param_groups}
+
+
+def test_weight_decay_only_on_matrices_and_embeddings_and_tied_weights_once():
+    model = tiny_gpt()
+    groups = decay_names(model, configure_optimizer(model, TrainConfig(weight_decay=0.1)))
+    block = "transformer.h.0."
+    assert groups[0.1] == {"transformer.wte.weight", "transformer.wpe.weight",
+                           block + "attn.c_attn.weight", block + "attn.c_proj.weight",
+                           block + "mlp.c_fc.weight", block + "mlp.c_proj.weight"}  # fmt: skip
+    assert all(n.endswith(".bias") or ".ln_" in n for n in groups[0.0])
+    assert len(groups[0.0]) == 10  # 4 Linear biases + 3 LayerNorms * (weight, bias)
+    # lm_head is wte: one tensor, in one group once, so it is decayed and updated once.
+    assert model.lm_head.weight is model.transformer.wte.weight
+    opt = configure_optimizer(model, TrainConfig())
+    in_groups = [p for g in opt.param_groups for p in g["params"]]
+    assert len(in_groups) == len({id(p) for p in in_groups}) == len(list(model.parameters()))
+
+
+def test_llama_norm_gains_are_not_decayed():
+    model = Llama(LlamaConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_kv_head=1,
+                              d_model=16, hidden=32))  # fmt: skip
+    groups = decay_names(model, configure_optimizer(model, TrainConfig()))
+    assert groups[0.0] == {"blocks.0.ln_1.weight", "blocks.0.ln_2.weight", "norm.weight"}
+    assert "embed.weight" in groups[0.1] and "blocks.0.mlp.up_proj.weight" in groups[0.1]
+
+
+def test_frozen_parameters_are_left_out():
+    model = tiny_gpt()
+    model.transformer.wpe.weight.requires_grad_(False)
+    groups = decay_names(model, configure_optimizer(model, TrainConfig()))
+    assert "transformer.wpe.weight" not in groups[0.1] | groups[0.0]
+
+
+# --- get_batch --------------------------------------------------------------------------------
+
+
+def test_get_batch_windows_are_shifted_by_one_and_reproducible():
+    data = torch.arange(100, 200)
+    x, y = get_batch(data, 5, 7, torch.Generator().manual_seed(3))
+    assert x.shape == y.shape == (5, 7) and x.dtype == y.dtype == torch.long
+    assert torch.equal(y[:, :-1], x[:, 1:])  # the same window, one step later
+    for row_x, row_y in zip(x, y):  # each row is a contiguous slice of data
+        start = int(row_x[0]) - 100
+        assert torch.equal(row_x, data[start : start + 7])
+        assert torch.equal(row_y, data[start + 1 : start + 8])
+    again = get_batch(data, 5, 7, torch.Generator().manual_seed(3))
+    other = get_batch(data, 5, 7, torch.Generator().manual_seed(4))
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1])
+    assert not torch.equal(x, other[0])
+
+
+def test_get_batch_reaches_the_last_token_and_accepts_small_integer_dtypes():
+    data = torch.arange(5, dtype=torch.uint8)  # exactly block_size + 1 tokens: one window
+    x, y = get_batch(data, 3, 4, torch.Generator().manual_seed(0))
+    assert x.dtype == torch.long
+    assert x.tolist() == [[0, 1, 2, 3]] * 3 and y.tolist() == [[1, 2, 3, 4]] * 3
+
+
+@pytest.mark.parametrize(
+    "data, error, match",
+    [
+        (torch.arange(10.0), TypeError, "integer token ids"),
+        (torch.arange(10) > 3, TypeError, "integer token ids"),
+        (torch.arange(20).view(4, 5), ValueError, "1-D"),
+        (list(range(20)), TypeError, "torch tensor"),
+        (torch.arange(8), ValueError, "8 tokens, fewer than block_size \\+ 1 = 9"),
+    ],
+)
+def test_get_batch_rejects_bad_data(data, error, match):
+    with pytest.raises(error, match=match):
+        get_batch(data, 2, 8)
+
+
+# --- estimate_loss ----------------------------------------------------------------------------
+
+
+def test_estimate_loss_is_repeatable_in_eval_mode_and_restores_the_mode():
+    model = tiny_gpt(dropout=0.5)  # dropout would make a train-mode estimate random
+    splits = {"train": token_data(seed=1), "val": token_data(seed=2)}
+    first = estimate_loss(model, splits, eval_iters=3, batch_size=4, block_size=T)
+    assert first == estimate_loss(model, splits, eval_iters=3, batch_size=4, block_size=T)
+    assert set(first) == {"train", "val"} and first["train"] != first["val"]
+    assert model.training  # back in train mode
+    model.eval()
+    estimate_loss(model, splits, 1, 2, T)
+    assert not model.training  # and an eval-mode model stays in eval mode
+    # The same number by hand: the mean of the per-batch losses over the same batches.
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        by_hand = [model(*get_batch(splits["val"], 4, T, g)).loss.item() for _ in range(3)]
+    assert first["val"] == pytest.approx(sum(by_hand) / 3, rel=1e-6)
+
+
+# --- Trainer ----------------------------------------------------------------------------------
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    data = token_data(seed=5)
+    # Two draws of 4 starts are the same numbers as one draw of 8: the same 8 sequences.
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    halves = torch.cat([get_batch(data, 4, T, g1)[0], get_batch(data, 4, T, g1)[0]])
+    assert torch.equal(halves, get_batch(data, 8, T, g2)[0])
+
+    model = tiny_gpt(n_layer=2)
+    accum = Trainer(copy.deepcopy(model), data, cfg=tiny_cfg(batch_size=4, grad_accum_steps=2,
+                                                              seed=7))  # fmt: skip
+    big = Trainer(copy.deepcopy(model), data, cfg=tiny_cfg(batch_size=8, seed=7))
+    loss_accum, loss_big = accum.step(), big.step()
+    assert loss_accum.item() == pytest.approx(loss_big.item(), rel=1e-6)
+    # After one Adam step, exp_avg = (1 - beta1) * gradient: compare the gradients themselves.
+    for pa, pb in zip(accum.model.parameters(), big.model.parameters()):
+        ga, gb = accum.optimizer.state[pa]["exp_avg"], big.optimizer.state[pb]["exp_avg"]
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+def test_history_records_every_step_and_the_eval_points():
+    trainer = Trainer(tiny_gpt(), token_data(), token_data(seed=1),
+                      tiny_cfg(max_iters=5, eval_interval=2, log_interval=3))  # fmt: skip
+    history = trainer.train()
+    assert trainer.iter == 5
+    assert len(history.train_loss) == len(history.lr) == 5
+    assert history.lr == [lr_at(it, trainer.cfg) for it in range(5)]
+    assert history.eval_iter == [0, 2, 4, 5]  # before training, every 2 steps, the end
+    assert {k: len(v) for k, v in history.eval_loss.items()} == {"train": 4, "val": 4}
+    assert history.eval_loss["val"][0] == pytest.approx(math.log(V), abs=0.2)  # untrained
+    assert trainer.train() is history and trainer.iter == 5  # done: nothing more to do
+
+
+def test_tiny_gpt_overfits_a_repeated_string():
+    tok = CharTokenizer.from_text("hello world! ")
+    data = torch.tensor(tok.encode("hello world! " * 30))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=tok.vocab_size, n_layer=1, n_head=2,
+                          d_model=32))  # fmt: skip
+    cfg = tiny_cfg(max_iters=60, block_size=16, batch_size=8, warmup_iters=5)
+    history = Trainer(model, data, cfg=cfg).train()
+    assert history.train_loss[0] > 1.8  # about ln 9 = 2.2 at the start
+    # Only the first character of each window is a guess (the period is 13 characters).
+    assert history.eval_loss["train"][-1] < 0.3
+
+
+def run_history(tmp_path, resume_at=None):
+    """8 steps with dropout and accumulation; optionally stopped at resume_at and resumed."""
+    data, val = token_data(seed=10), token_data(seed=11)
+    cfg = tiny_cfg(max_iters=8, grad_accum_steps=2, eval_interval=3,
+                   checkpoint_path=str(tmp_path / "ckpt.pt"))  # fmt: skip
+    trainer = Trainer(tiny_gpt(dropout=0.2), data, val, cfg)
+    if resume_at is None:
+        return trainer.train(), trainer.model
+    trainer.train(iters=resume_at)  # saves the checkpoint when it returns
+    torch.rand(100)  # move the global RNG on: the checkpoint must restore it
+    resumed = Trainer(tiny_gpt(seed=99, dropout=0.2), data, val, cfg)  # other weights
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    assert resumed.iter == resume_at
+    return resumed.train(), resumed.model
+
+
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    full, full_model = run_history(tmp_path / "a")
+    resumed, resumed_model = run_history(tmp_path / "b", resume_at=4)
+    assert resumed == full  # exact float equality of every loss, lr and eval point
+    for a, b in zip(full_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_calling_train_again_continues_the_run():
+    cfg = tiny_cfg(max_iters=6)
+    whole = Trainer(tiny_gpt(), token_data(), cfg=cfg).train()
+    split = Trainer(tiny_gpt(), token_data(), cfg=cfg)
+    split.train(iters=2), split.train(iters=3)
+    assert split.iter == 5
+    assert split.train() == whole
+
+
+def test_checkpoint_from_another_config_or_model_is_refused(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2)).save_checkpoint(path)
+    with pytest.raises(ValueError, match=r"another config.*'learning_rate': \(0.01, 0.02\)"):
+        Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(learning_rate=2e-2)).load_checkpoint(path)
+    # max_iters may change only where the schedule does not depend on it.
+    with pytest.raises(ValueError, match="lr_decay_iters"):
+        Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=20)).load_checkpoint(path)
+    fixed = dict(lr_decay_iters=8)
+    Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2, **fixed)).save_checkpoint(path)
+    Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=20, **fixed)).load_checkpoint(path)
+    deeper = Trainer(tiny_gpt(n_layer=2), token_data(), cfg=tiny_cfg(**fixed))
+    with pytest.raises(RuntimeError, match="Missing key"):  # a checkpoint of another model
+        deeper.load_checkpoint(path)
+
+
+def test_trainer_rejects_bad_input():
+    with pytest.raises(ValueError, match="val_data has 5 tokens"):
+        Trainer(tiny_gpt(), token_data(), torch.arange(5), tiny_cfg())
+    with pytest.raises(TypeError, match="train_data must hold integer"):
+        Trainer(tiny_gpt(), token_data().float(), cfg=tiny_cfg())
+    with pytest.raises(ValueError, match="longer than the model's block_size 8"):
+        Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(block_size=16))
+    trainer = Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg())
+    with pytest.raises(ValueError, match="no path given"):
+        trainer.save_checkpoint()
+    with pytest.raises(ValueError, match="iters must be >= 0"):
+        trainer.train(iters=-1)
+    with pytest.raises(ValueError, match="eval_iters must be at least 1"):
+        estimate_loss(trainer.model, trainer.splits, 0, 4, T)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(min_lr=1.0, learning_rate=0.1), "min_lr <= learning_rate"),
+        (dict(warmup_iters=50, max_iters=10), "past the end of the decay"),
+        (dict(batch_size=0), "batch_size must be at least 1"),
+        (dict(mixed_precision="fp8"), "mixed_precision must be"),
+    ],
+)
+def test_config_rejects_bad_values(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**overrides)
+
+
+def test_mixed_precision_is_off_on_cpu():
+    with pytest.warns(UserWarning, match="for CUDA"):
+        trainer = Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(mixed_precision="bf16"))
+    assert trainer.amp_dtype is None and not trainer.scaler.is_enabled()
+    assert Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg()).amp_dtype is None  # "auto"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_mixed_precision_trains(precision):
+    cfg = tiny_cfg(device="cuda", mixed_precision=precision, max_iters=30)
+    trainer = Trainer(tiny_gpt(), token_data(), cfg=cfg)
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+    history = trainer.train()
+    assert history.train_loss[-1] < history.train_loss[0]
+    assert isinstance(history, History)
