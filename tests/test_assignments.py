@@ -143,6 +143,40 @@ MUTANTS: dict[str, dict[str, Mutant]] = {
             {"q3 - 1", "q3 - 2"},
         ),
     },
+    "ch05_practice": {
+        "top-k drops ties with the k-th": Mutant(
+            "    return np.where(logits < kth, -np.inf, logits)",
+            "    return np.where(logits <= kth, -np.inf, logits)",
+            {"q1 - 1", "q1 - 2"},
+        ),
+        "top-p counts a token's own probability": Mutant(
+            "    keep[order] = mass_before < p",
+            "    keep[order] = np.cumsum(probs[order]) < p",
+            {"q2 - 1", "q2 - 2"},
+        ),
+        "top-p without a stable softmax (hidden test only)": Mutant(
+            "    probs = np.exp(logits - logits.max())",
+            "    probs = np.exp(logits)",
+            {"q2 - 2"},
+        ),
+        "warm-up starts at zero": Mutant(
+            "        return peak * (it + 1) / warmup",
+            "        return peak * it / warmup",
+            {"q3 - 1"},
+        ),
+        "cached attention not scaled by sqrt(d) (hidden test only)": Mutant(
+            "    scores = K_new @ q / np.sqrt(len(q))",
+            "    scores = K_new @ q",
+            {"q4 - 3"},
+        ),
+        "new key and value prepended (hidden test only)": Mutant(
+            "    K_new = np.concatenate([K_cache, k[None]], axis=0)\n"
+            "    V_new = np.concatenate([V_cache, v[None]], axis=0)",
+            "    K_new = np.concatenate([k[None], K_cache], axis=0)\n"
+            "    V_new = np.concatenate([v[None], V_cache], axis=0)",
+            {"q4 - 2"},
+        ),
+    },
 }
 
 MUTANT_PARAMS = [
