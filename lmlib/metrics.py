@@ -1,0 +1,253 @@
+"""Evaluation metrics, written out so each can be checked by hand (Chapter 6).
+
+- classification: accuracy, the confusion matrix, precision, recall and F1;
+- retrieval: recall@k and mean reciprocal rank;
+- generation against references: BLEU (Papineni et al., 2002) and ROUGE-N / ROUGE-L
+  (Lin, 2004), tested against `sacrebleu` and Google's `rouge-score`;
+- code: the unbiased pass@k estimator of Chen et al. (2021).
+
+Perplexity, the language-modelling metric, is ``exp`` of the mean cross-entropy (Chapter 1).
+Everything here takes plain Python lists: the metrics do not care where predictions came from.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+# --------------------------------------------------------------------------------------------
+# Classification
+
+
+def _check_pair(gold: Sequence, pred: Sequence) -> None:
+    if len(gold) != len(pred):
+        raise ValueError(f"gold and pred must have the same length, got {len(gold)} and "
+                         f"{len(pred)}")  # fmt: skip
+    if not gold:
+        raise ValueError("no examples: the metric is undefined")
+
+
+def accuracy(gold: Sequence[int], pred: Sequence[int]) -> float:
+    """Share of examples whose prediction equals the gold label.
+
+    >>> accuracy([1, 0, 1, 1], [1, 1, 1, 0])
+    0.5
+    """
+    _check_pair(gold, pred)
+    return sum(g == p for g, p in zip(gold, pred)) / len(gold)
+
+
+def confusion_matrix(gold: Sequence[int], pred: Sequence[int], n_classes: int | None = None):
+    """``m[g][p]``: how many examples of gold class g were predicted as p (rows: truth).
+
+    >>> confusion_matrix([1, 0, 1, 1], [1, 1, 1, 0])
+    [[0, 1], [1, 2]]
+    """
+    _check_pair(gold, pred)
+    n = n_classes or max(max(gold), max(pred)) + 1
+    m = [[0] * n for _ in range(n)]
+    for g, p in zip(gold, pred):
+        m[g][p] += 1
+    return m
+
+
+def precision_recall_f1(gold, pred, positive: int = 1) -> dict[str, float]:
+    """Precision, recall and F1 of one class; 0 where a ratio has nothing to count.
+
+    precision = TP / (TP + FP): of the examples we called positive, how many are;
+    recall = TP / (TP + FN): of the positive examples, how many we found;
+    F1 = 2PR / (P + R), their harmonic mean, which is low when either is low.
+
+    >>> r = precision_recall_f1([1, 0, 1, 1], [1, 1, 1, 0])  # TP 2, FP 1, FN 1
+    >>> round(r["precision"], 4), round(r["recall"], 4), round(r["f1"], 4)
+    (0.6667, 0.6667, 0.6667)
+    """
+    _check_pair(gold, pred)
+    tp = sum(g == positive and p == positive for g, p in zip(gold, pred))
+    fp = sum(g != positive and p == positive for g, p in zip(gold, pred))
+    fn = sum(g == positive and p != positive for g, p in zip(gold, pred))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
+
+
+def classification_report(gold, pred, names: Sequence[str]) -> str:
+    """Per-class precision, recall, F1 and support, their macro average, and accuracy."""
+    rows = [precision_recall_f1(gold, pred, positive=c) for c in range(len(names))]
+    width = max(12, *map(len, names))
+    lines = [f"{'':<{width}} precision  recall      f1  support"]
+    for name, r in zip(names, rows):
+        lines.append(f"{name:<{width}} {r['precision']:>9.3f} {r['recall']:>7.3f} "
+                     f"{r['f1']:>7.3f} {r['support']:>8}")  # fmt: skip
+    macro = {k: sum(r[k] for r in rows) / len(rows) for k in ("precision", "recall", "f1")}
+    lines.append(f"{'macro avg':<{width}} {macro['precision']:>9.3f} {macro['recall']:>7.3f} "
+                 f"{macro['f1']:>7.3f} {len(gold):>8}")  # fmt: skip
+    lines.append(f"{'accuracy':<{width}} {accuracy(gold, pred):>25.3f} {len(gold):>8}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Retrieval
+
+
+def recall_at_k(ranked: Sequence, relevant: set, k: int) -> float:
+    """Share of the relevant items found among the first ``k`` retrieved.
+
+    >>> recall_at_k(["p3", "p1", "p7"], {"p1", "p9"}, k=2)
+    0.5
+    """
+    if not relevant:
+        raise ValueError("recall is undefined without relevant items")
+    return len(set(ranked[:k]) & set(relevant)) / len(relevant)
+
+
+def reciprocal_rank(ranked: Sequence, relevant: set) -> float:
+    """1 / rank of the first relevant item (0 if none is retrieved); averaged, this is MRR.
+
+    >>> reciprocal_rank(["p3", "p1", "p7"], {"p1", "p9"})
+    0.5
+    """
+    return next((1 / (i + 1) for i, item in enumerate(ranked) if item in relevant), 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# BLEU
+
+
+def ngrams(tokens: Sequence[str], n: int) -> Counter:
+    """Counts of the n-grams of a token list.
+
+    >>> sorted(ngrams("the cat the cat".split(), 2).items())
+    [(('cat', 'the'), 1), (('the', 'cat'), 2)]
+    """
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+
+
+def bleu_statistics(hypothesis: Sequence[str], reference: Sequence[str], max_n: int = 4):
+    """Clipped n-gram matches and totals for n = 1..max_n, and the two lengths.
+
+    Clipping: a hypothesis n-gram counts at most as often as it occurs in the reference, so
+    "the the the the" earns one match against "the cat", not four.
+    """
+    matches, totals = [], []
+    for n in range(1, max_n + 1):
+        hyp, ref = ngrams(hypothesis, n), ngrams(reference, n)
+        matches.append(sum(min(c, ref[g]) for g, c in hyp.items()))
+        totals.append(max(len(hypothesis) - n + 1, 0))
+    return matches, totals, len(hypothesis), len(reference)
+
+
+def corpus_bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]],
+                max_n: int = 4) -> float:  # fmt: skip
+    """Corpus BLEU in [0, 100] of tokenized sentences, one reference each, no smoothing.
+
+    BLEU = BP * exp(mean over n of log p_n), with p_n the clipped n-gram precision summed
+    over the corpus, and the brevity penalty BP = exp(1 - r/c) when the c hypothesis tokens
+    are fewer than the r reference tokens (precision alone would reward saying little).
+    Equals ``sacrebleu.corpus_bleu(..., tokenize="none", smooth_method="none")`` on the same
+    tokens.
+
+    >>> round(corpus_bleu(["the cat sat on the mat".split()], ["the cat sat on a mat".split()]), 2)
+    53.73
+    """
+    _check_pair(hypotheses, references)
+    matches, totals, c, r = [0] * max_n, [0] * max_n, 0, 0
+    for hyp, ref in zip(hypotheses, references):
+        m, t, hl, rl = bleu_statistics(hyp, ref, max_n)
+        matches = [a + b for a, b in zip(matches, m)]
+        totals = [a + b for a, b in zip(totals, t)]
+        c, r = c + hl, r + rl
+    if min(matches) == 0:
+        return 0.0  # some n-gram order has no match: log 0, BLEU is 0 without smoothing
+    log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n
+    brevity = 1.0 if c > r else math.exp(1 - r / c)
+    return 100 * brevity * math.exp(log_precision)
+
+
+# --------------------------------------------------------------------------------------------
+# ROUGE
+
+
+def rouge_tokenize(text: str) -> list[str]:
+    """Lower-case words of letters and digits, as ``rouge-score``'s default tokenizer.
+
+    >>> rouge_tokenize("The cat's mat, 2 times!")
+    ['the', 'cat', 's', 'mat', '2', 'times']
+    """
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
+
+def _prf(overlap: int, n_candidate: int, n_reference: int) -> dict[str, float]:
+    p = overlap / n_candidate if n_candidate else 0.0
+    r = overlap / n_reference if n_reference else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def rouge_n(candidate: Sequence[str], reference: Sequence[str], n: int = 1) -> dict:
+    """ROUGE-N: overlap of n-grams (clipped counts), as precision, recall and F1.
+
+    >>> r = rouge_n("the cat sat".split(), "the cat sat down".split(), n=1)
+    >>> r["precision"], r["recall"], round(r["f1"], 4)
+    (1.0, 0.75, 0.8571)
+    """
+    cand, ref = ngrams(candidate, n), ngrams(reference, n)
+    overlap = sum(min(c, ref[g]) for g, c in cand.items())
+    return _prf(overlap, sum(cand.values()), sum(ref.values()))
+
+
+def lcs_length(a: Sequence, b: Sequence) -> int:
+    """Length of the longest common subsequence (in order, gaps allowed), by dynamic
+    programming over one row at a time.
+
+    >>> lcs_length("police killed the gunman".split(), "the gunman police killed".split())
+    2
+    """
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        row = [0]
+        for j, y in enumerate(b):
+            row.append(prev[j] + 1 if x == y else max(prev[j + 1], row[j]))
+        prev = row
+    return prev[-1]
+
+
+def rouge_l(candidate: Sequence[str], reference: Sequence[str]) -> dict:
+    """ROUGE-L: the longest common subsequence as precision, recall and F1.
+
+    >>> round(rouge_l("the cat sat".split(), "the cat sat down".split())["f1"], 4)
+    0.8571
+    """
+    return _prf(lcs_length(candidate, reference), len(candidate), len(reference))
+
+
+def rouge(candidate: str, reference: str) -> dict[str, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L F1 of two texts (tokenized by `rouge_tokenize`)."""
+    c, r = rouge_tokenize(candidate), rouge_tokenize(reference)
+    return {"rouge1": rouge_n(c, r, 1)["f1"], "rouge2": rouge_n(c, r, 2)["f1"],
+            "rougeL": rouge_l(c, r)["f1"]}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Code
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Probability that at least one of k samples, drawn from n of which c pass, passes.
+
+    1 - C(n - c, k) / C(n, k), computed as a product so it never overflows (Chen et al.,
+    2021). Averaged over problems it estimates pass@k without bias; ``c / n`` is pass@1.
+
+    >>> round(pass_at_k(n=10, c=3, k=1), 4), round(pass_at_k(n=10, c=3, k=5), 4)
+    (0.3, 0.9167)
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0  # every draw of k contains a passing sample
+    fail = 1.0
+    for i in range(n - c + 1, n + 1):
+        fail *= 1 - k / i
+    return 1.0 - fail

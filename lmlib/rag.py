@@ -1,0 +1,187 @@
+"""Retrieval-augmented generation: find the passages that answer a question, then let the
+model read them (Chapter 6; Lewis et al., 2020).
+
+A small model cannot know what is in this book; it can read it. The pipeline:
+
+1. split the documents into passages of a few sentences (`split_markdown`, `book_passages`);
+2. index them: lexically with BM25 (`BM25`: shared rare words) or densely with sentence
+   embeddings (`DenseIndex`: all-MiniLM-L6-v2, meaning rather than spelling);
+3. retrieve the top k passages for a question (measured by recall@k, `lmlib.metrics`);
+4. put them in the prompt (`rag_messages`) and generate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# Words too common to tell passages apart; BM25's idf would give them little weight anyway.
+STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from has have how i in is it its of on or "
+    "that the this to was what when where which who why will with you your".split()
+)
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str  # "<source>#<number>", unique in a collection
+    source: str  # the document it comes from, e.g. "03_transformer"
+    title: str  # the heading it sits under
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.title}\n{self.text}"
+
+
+def split_markdown(markdown: str, source: str, max_words: int = 120) -> list[Passage]:
+    """Passages of whole paragraphs, at most about ``max_words`` words, each under its heading.
+
+    A paragraph never straddles two passages (cutting mid-sentence loses the sense), and
+    a heading starts a new passage. A single paragraph longer than ``max_words`` stays whole.
+
+    >>> md = "# Intro\\nOne two.\\n\\nThree four five.\\n## Next\\nSix."
+    >>> for p in split_markdown(md, "doc", max_words=3):
+    ...     print(p.id, p.title, p.text)
+    doc#0 Intro One two.
+    doc#1 Intro Three four five.
+    doc#2 Next Six.
+    """
+    if max_words < 1:
+        raise ValueError(f"max_words must be at least 1, got {max_words}")
+    passages: list[Passage] = []
+    title, chunk = source, []
+
+    def flush():
+        if chunk:
+            passages.append(
+                Passage(f"{source}#{len(passages)}", source, title, "\n\n".join(chunk))
+            )
+            chunk.clear()
+
+    for block in re.split(r"\n\s*\n|\n(?=#)", markdown):
+        block = block.strip()
+        heading = re.match(r"(#+)\s+(.*?)\s*(?:\n|$)", block)
+        if heading:
+            flush()
+            title = heading.group(2)
+            block = block[heading.end() :].strip()
+        if not block:
+            continue
+        if chunk and sum(len(c.split()) for c in chunk) + len(block.split()) > max_words:
+            flush()
+        chunk.append(block)
+    flush()
+    return passages
+
+
+def notebook_markdown(path: str | Path) -> str:
+    """The markdown cells of a notebook (the prose, without code or outputs), or a .md file."""
+    path = Path(path)
+    if path.suffix == ".md":
+        return path.read_text(encoding="utf-8")
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+
+
+def book_passages(paths, max_words: int = 120) -> list[Passage]:
+    """Every passage of the given chapter files, in order."""
+    out = []
+    for path in paths:
+        out += split_markdown(notebook_markdown(path), Path(path).stem, max_words)
+    if not out:
+        raise ValueError(f"no passages found in {list(map(str, paths))}")
+    return out
+
+
+def search_tokens(text: str) -> list[str]:
+    """Lower-case words and numbers without stopwords: what BM25 matches on.
+
+    >>> search_tokens("What is the KV cache for?")
+    ['kv', 'cache']
+    """
+    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in STOPWORDS]
+
+
+class BM25:
+    """Okapi BM25 (Robertson and Zaragoza, 2009), the classic lexical ranking function.
+
+    score(q, d) = sum over query words w of
+        idf(w) * f(w, d) * (k1 + 1) / (f(w, d) + k1 * (1 - b + b * |d| / avgdl))
+    with idf(w) = ln(1 + (N - n_w + 0.5) / (n_w + 0.5)): a word found in few of the N
+    passages counts a lot; repeats saturate (k1); long passages are discounted (b).
+    """
+
+    def __init__(self, passages: list[Passage], k1: float = 1.5, b: float = 0.75):
+        self.passages, self.k1, self.b = passages, k1, b
+        self.docs = [Counter(search_tokens(str(p))) for p in passages]
+        self.lengths = [sum(d.values()) for d in self.docs]
+        self.avgdl = sum(self.lengths) / len(self.docs)
+        df = Counter(w for d in self.docs for w in d)
+        n = len(self.docs)
+        self.idf = {w: math.log(1 + (n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
+
+    def scores(self, query: str) -> torch.Tensor:
+        """(N,) score of every passage for ``query``."""
+        out = torch.zeros(len(self.docs), dtype=torch.float64)
+        for w in search_tokens(query):
+            if w not in self.idf:
+                continue  # a word no passage has cannot tell them apart
+            for i, (d, length) in enumerate(zip(self.docs, self.lengths)):
+                f = d[w]
+                if f:
+                    norm = self.k1 * (1 - self.b + self.b * length / self.avgdl)
+                    out[i] += self.idf[w] * f * (self.k1 + 1) / (f + norm)
+        return out
+
+    def search(self, query: str, k: int = 3) -> list[tuple[Passage, float]]:
+        return _top(self.passages, self.scores(query), k)
+
+
+class DenseIndex:
+    """Passages embedded once with all-MiniLM-L6-v2; a query is ranked by cosine similarity
+    (a dot product: the embeddings have norm 1). Brute force, which is exact and fast up to
+    about a million passages; libraries such as FAISS approximate it beyond that."""
+
+    def __init__(self, passages: list[Passage], device="cpu"):
+        from lmlib.pretrained import embed_sentences
+
+        self.passages, self.device = passages, device
+        self.vectors = embed_sentences([str(p) for p in passages], device)  # (N, 384)
+
+    def scores(self, query: str) -> torch.Tensor:
+        from lmlib.pretrained import embed_sentences
+
+        return self.vectors @ embed_sentences([query], self.device)[0]  # (N, 384) @ (384,)
+
+    def search(self, query: str, k: int = 3) -> list[tuple[Passage, float]]:
+        return _top(self.passages, self.scores(query), k)
+
+
+def _top(passages: list[Passage], scores: torch.Tensor, k: int) -> list[tuple[Passage, float]]:
+    if not 1 <= k <= len(passages):
+        raise ValueError(f"k must be between 1 and the {len(passages)} passages, got {k}")
+    values, index = scores.topk(k)
+    return [(passages[i], v) for i, v in zip(index.tolist(), values.tolist())]
+
+
+SYSTEM = ("You answer questions about a book on language models. Use only the context. "
+          "Answer in one short sentence.")  # fmt: skip
+
+
+def rag_messages(question: str, passages: list[Passage] | None = None,
+                 system: str = SYSTEM) -> list[dict]:  # fmt: skip
+    """Chat messages for ``question``, with the retrieved passages as numbered context.
+
+    Without passages this is the closed-book baseline: the same question, nothing to read.
+    """
+    if not passages:
+        return [{"role": "user", "content": question}]
+    context = "\n\n".join(f"[{i + 1}] {p}" for i, p in enumerate(passages))
+    user = f"Context:\n{context}\n\nQuestion: {question}"
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -1,0 +1,148 @@
+"""Metrics against their reference implementations (scikit-learn, sacrebleu, rouge-score),
+hand-checkable cases, and properties that must hold for any input."""
+
+import math
+
+import pytest
+import sacrebleu
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rouge_score import rouge_scorer
+from sklearn import metrics as skm
+
+from lmlib.metrics import (
+    accuracy,
+    classification_report,
+    confusion_matrix,
+    corpus_bleu,
+    lcs_length,
+    pass_at_k,
+    precision_recall_f1,
+    recall_at_k,
+    reciprocal_rank,
+    rouge,
+    rouge_l,
+    rouge_n,
+    rouge_tokenize,
+)
+
+labels = st.lists(st.integers(0, 1), min_size=1, max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_classification_metrics_equal_scikit_learn(data):
+    gold = data.draw(labels)
+    pred = data.draw(st.lists(st.integers(0, 1), min_size=len(gold), max_size=len(gold)))
+    assert accuracy(gold, pred) == pytest.approx(skm.accuracy_score(gold, pred))
+    assert (
+        confusion_matrix(gold, pred, 2) == skm.confusion_matrix(gold, pred, labels=[0, 1]).tolist()
+    )
+    for positive in (0, 1):
+        r = precision_recall_f1(gold, pred, positive)
+        kw = dict(pos_label=positive, zero_division=0)
+        assert r["precision"] == pytest.approx(skm.precision_score(gold, pred, **kw))
+        assert r["recall"] == pytest.approx(skm.recall_score(gold, pred, **kw))
+        assert r["f1"] == pytest.approx(skm.f1_score(gold, pred, **kw))
+
+
+def test_classification_by_hand_and_bad_input():
+    # TP 1, FP 0, FN 2: precise but finds a third; F1 = 2 * 1 * 1/3 / (4/3) = 0.5
+    r = precision_recall_f1([1, 1, 1, 0], [1, 0, 0, 0])
+    assert (r["precision"], round(r["recall"], 4), r["f1"]) == (1.0, 0.3333, 0.5)
+    assert precision_recall_f1([0, 0], [0, 0])["f1"] == 0.0  # no positives anywhere
+    report = classification_report([1, 1, 1, 0], [1, 0, 0, 0], ["negative", "positive"])
+    assert "macro avg" in report and "0.500" in report
+    with pytest.raises(ValueError, match="same length"):
+        accuracy([1, 0], [1])
+    with pytest.raises(ValueError, match="no examples"):
+        accuracy([], [])
+
+
+def test_retrieval_metrics():
+    assert recall_at_k(["a", "b", "c"], {"c", "d"}, 3) == 0.5
+    assert recall_at_k(["a", "b", "c"], {"c"}, 2) == 0.0
+    assert reciprocal_rank(["a", "b", "c"], {"c"}) == pytest.approx(1 / 3)
+    assert reciprocal_rank(["a"], {"z"}) == 0.0
+    with pytest.raises(ValueError, match="relevant"):
+        recall_at_k(["a"], set(), 1)
+
+
+PAIRS = [
+    ("the cat sat on the mat", "the cat sat on a mat"),
+    ("a quick brown fox jumps over the dog", "the quick brown fox jumped over the lazy dog"),
+    ("the the the the", "the cat is here now"),
+    (
+        "it is a guide to action which ensures that the military always obeys the commands of "
+        "the party",
+        "it is a guide to action that ensures that the military will forever heed party commands",
+    ),
+]
+
+
+@pytest.mark.parametrize("n_pairs", [1, 2, 4])
+def test_corpus_bleu_equals_sacrebleu(n_pairs):
+    hyps, refs = zip(*PAIRS[:n_pairs])
+    ours = corpus_bleu([h.split() for h in hyps], [r.split() for r in refs])
+    theirs = sacrebleu.corpus_bleu(list(hyps), [list(refs)], tokenize="none",
+                                   smooth_method="none").score  # fmt: skip
+    assert ours == pytest.approx(theirs, abs=1e-9)
+
+
+def test_bleu_clipping_brevity_and_zero():
+    # Unclipped, "the the the the" would get unigram precision 4/4 against a reference with
+    # one "the"; clipped it gets 1/4, and with no bigram match BLEU is 0.
+    assert corpus_bleu([["the"] * 4], [["the", "cat"]]) == 0.0
+    perfect = "a b c d e".split()
+    assert corpus_bleu([perfect], [perfect]) == pytest.approx(100.0)
+    # a correct but short hypothesis is penalised: BP = exp(1 - 5/4)
+    short = corpus_bleu([perfect[:4]], [perfect])
+    assert short == pytest.approx(100 * math.exp(1 - 5 / 4))
+
+
+TEXTS = [
+    ("The cat sat on the mat.", "A cat was sitting on the mat."),
+    ("Police killed the gunman", "the gunman police killed"),
+    (
+        "Transformers use attention; RNNs use recurrence.",
+        "RNNs rely on recurrence, while Transformers rely on attention.",
+    ),
+    ("", "nothing matches an empty summary"),
+]
+
+
+@pytest.mark.parametrize("cand, ref", TEXTS)
+def test_rouge_equals_rouge_score(cand, ref):
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
+    theirs = scorer.score(ref, cand)  # rouge-score takes (target, prediction)
+    ours = rouge(cand, ref)
+    for key in ("rouge1", "rouge2", "rougeL"):
+        assert ours[key] == pytest.approx(theirs[key].fmeasure), key
+    c, r = rouge_tokenize(cand), rouge_tokenize(ref)
+    assert rouge_n(c, r, 1)["recall"] == pytest.approx(theirs["rouge1"].recall)
+    assert rouge_l(c, r)["precision"] == pytest.approx(theirs["rougeL"].precision)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.sampled_from("abcd"), max_size=12), st.lists(st.sampled_from("abcd"), max_size=12)
+)
+def test_lcs_properties(a, b):
+    n = lcs_length(a, b)
+    assert n == lcs_length(b, a)  # symmetric
+    assert n <= min(len(a), len(b))
+    assert lcs_length(a, a) == len(a)
+    assert rouge_n(a, b, 1)["recall"] >= rouge_l(a, b)["recall"]  # a subsequence's words overlap
+
+
+def test_pass_at_k_matches_the_combinatorial_formula():
+    for n in range(1, 12):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                want = 1 - math.comb(n - c, k) / math.comb(n, k)
+                assert pass_at_k(n, c, k) == pytest.approx(want, abs=1e-12)
+    assert pass_at_k(200, 10, 1) == pytest.approx(0.05)  # pass@1 is c / n
+    with pytest.raises(ValueError):
+        pass_at_k(5, 6, 1)
+    with pytest.raises(ValueError):
+        pass_at_k(5, 1, 6)
