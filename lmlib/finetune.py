@@ -343,7 +343,7 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
                         template: str = TEMPLATE, label_words=LABEL_WORDS, r: int = 8,
                         alpha: float = 16, bottleneck: int = 16, n_virtual_tokens: int = 8,
                         prompt_init: str = "Is this movie review negative or positive?",
-                        baseline: dict | None = None) -> dict:  # fmt: skip
+                        baseline: dict | None = None, keep_model: bool = False) -> dict:  # fmt: skip
     """Fine-tune a copy of ``model`` by ``method`` on ``train``; accuracy on ``eval``.
 
     ``method`` is "lora", "adapter", "prompt" or "full"; ``train`` and ``eval`` are lists of
@@ -354,7 +354,8 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
     eval_loss_before/after (mean -log p of the right label word), seconds (training steps
     only), peak_memory_mb with memory_measure saying what it counts, steps, batch_size, lr
     and the losses per step. The "before" scores are the plain model's zero-shot ones, the
-    same for every method: pass an earlier result as ``baseline`` to reuse them.
+    same for every method: pass an earlier result as ``baseline`` to reuse them. With
+    ``keep_model`` the fine-tuned copy is returned too, as ``"model"`` (in eval mode).
     """
     if method not in METHOD_LR:
         raise ValueError(f"method must be one of {list(METHOD_LR)}, got {method!r}")
@@ -383,9 +384,12 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
 
     result = _train(model, batch_loss, steps, lr or METHOD_LR[method])
     after = _evaluate(model, tokenizer, eval, template, label_words)
-    return dict(method=method, accuracy_before=before[0], accuracy_after=after[0],
-                eval_loss_before=before[1], eval_loss_after=after[1], batch_size=batch_size,
-                **result)  # fmt: skip
+    out = dict(method=method, accuracy_before=before[0], accuracy_after=after[0],
+               eval_loss_before=before[1], eval_loss_after=after[1], batch_size=batch_size,
+               **result)  # fmt: skip
+    if keep_model:
+        out["model"] = model.eval()
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Evaluation metrics, written out so each can be checked by hand (Chapter 6).
 
 - classification: accuracy, the confusion matrix, precision, recall and F1;
-- retrieval: recall@k and mean reciprocal rank;
+- retrieval: recall@k and mean reciprocal rank; question answering: `contains_answer`;
 - generation against references: BLEU (Papineni et al., 2002) and ROUGE-N / ROUGE-L
   (Lin, 2004), tested against `sacrebleu` and Google's `rouge-score`;
 - code: the unbiased pass@k estimator of Chen et al. (2021).
@@ -111,6 +111,28 @@ def reciprocal_rank(ranked: Sequence, relevant: set) -> float:
     0.5
     """
     return next((1 / (i + 1) for i, item in enumerate(ranked) if item in relevant), 0.0)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, thousands separators and punctuation removed, whitespace collapsed.
+
+    >>> normalize_answer("About 49,152 entries (0.1%).")
+    'about 49152 entries 0.1%'
+    """
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower())
+    words = re.sub(r"[^a-z0-9.%]+", " ", text).split()
+    return " ".join(w.strip(".") for w in words if w.strip("."))
+
+
+def contains_answer(prediction: str, answers: Sequence[str]) -> bool:
+    """Whether any acceptable answer occurs in ``prediction`` as whole words (after
+    `normalize_answer`): the usual check for short factual answers in free text.
+
+    >>> contains_answer("It has 49152 tokens.", ["49,152"]), contains_answer("Hugo", ["Hu"])
+    (True, False)
+    """
+    text = f" {normalize_answer(prediction)} "
+    return any(f" {normalize_answer(a)} " in text for a in answers)
 
 
 # --------------------------------------------------------------------------------------------

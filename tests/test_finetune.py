@@ -222,6 +222,7 @@ def test_finetune_classifier_lowers_the_loss_and_leaves_the_model_alone(model, m
     assert r["seconds"] > 0 and r["peak_memory_mb"] > 0
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert all(p.requires_grad for p in model.parameters())  # the copy was frozen, not this
+    assert "model" not in r
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +279,15 @@ def test_smollm2_lora_smoke(monkeypatch):
     r = finetune_classifier(model, tok, "lora", examples, examples, steps=2, batch_size=2)
     assert r["trainable_params"] == 460_800  # 30 layers * 8 * ((576 + 576) + (576 + 192))
     assert len(r["losses"]) == 2 and r["accuracy_after"] >= 0.5
+
+
+def test_finetune_classifier_can_return_the_trained_copy(model):
+    r = finetune_classifier(model, CharTokenizer(), "lora", TRAIN, TRAIN, steps=2, batch_size=4,
+                            lr=1e-2, template="{sentence} :", label_words=(" no", " yes"), r=2,
+                            keep_model=True)  # fmt: skip
+    trained = r["model"]
+    assert trained is not model and not trained.training
+    prompts = [f"{ex.sentence} :" for ex in TRAIN]
+    logp = label_word_logprobs(trained, CharTokenizer(), prompts, [" no", " yes"])
+    loss = -logp[torch.arange(len(TRAIN)), torch.tensor([ex.label for ex in TRAIN])].mean()
+    assert loss.item() == pytest.approx(r["eval_loss_after"], abs=1e-5)
