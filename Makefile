@@ -1,6 +1,8 @@
 # The two commands in README.md:
 #   make book   install everything, execute the chapters, render the site into _build/html
 #   make test   the whole test suite (CI runs exactly this, through .ci/run)
+# Both need npm besides Python (the site's browser libraries, `make vendor`); the browser
+# test of `make test` also needs Chromium (.ci/run installs both when they are missing).
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
@@ -15,7 +17,7 @@ export LMLIB_DATA_DIR
 # pip here warns about every absent local index folder; keep the real messages only.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: install book test lint format sync assignments clean
+.PHONY: install vendor book test lint format sync assignments clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +32,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 install: $(VENV)/.installed
 
-book: install
+# MathJax, Mermaid, require.js, d3, jQuery and the widget manager, which every page loads
+# from the site itself: `npm ci` of the versions pinned in package-lock.json, when they are
+# not already in node_modules (scripts/vendor_assets.py copies them into the site).
+vendor:
+	$(PYTHON) scripts/vendor_assets.py
+
+book: install vendor
 	$(VENV)/bin/jupyter-book build . --keep-going
 
 lint: install
@@ -48,7 +56,7 @@ sync: install
 assignments: install
 	$(PY) scripts/assignments.py build
 
-test: install lint
+test: install lint vendor
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -p no:cacheprovider --doctest-modules lmlib tests \
 		chapters --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 

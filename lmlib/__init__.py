@@ -12,6 +12,11 @@
 - `lmlib.train`: batches, the learning-rate schedule, AdamW and a resumable trainer (Ch. 5)
 - `lmlib.generate`: greedy, sampling filters, beam search, streaming, batched prompts (Ch. 5)
 - `lmlib.finetune`: LoRA, adapters, prompt tuning and classification by label words (Ch. 5)
+- `lmlib.prompting`: zero- and few-shot prompts, scored with a shared cached prefix (Ch. 6)
+- `lmlib.metrics`: accuracy, precision/recall/F1, recall@k, BLEU, ROUGE, pass@k (Chapter 6)
+- `lmlib.rag`: passages, BM25 and dense retrieval, prompts with context (Chapter 6)
+- `lmlib.chat`: a multi-turn chat loop within the context window, streamed (Chapter 6)
+- `lmlib.sandbox`: running generated code against unit tests with limits (Chapter 6)
 """
 
 from lmlib.runtime import (

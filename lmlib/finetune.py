@@ -343,7 +343,8 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
                         template: str = TEMPLATE, label_words=LABEL_WORDS, r: int = 8,
                         alpha: float = 16, bottleneck: int = 16, n_virtual_tokens: int = 8,
                         prompt_init: str = "Is this movie review negative or positive?",
-                        baseline: dict | None = None, keep_model: bool = False) -> dict:  # fmt: skip
+                        baseline: dict | None = None,
+                        keep_model: bool = False) -> dict:  # fmt: skip
     """Fine-tune a copy of ``model`` by ``method`` on ``train``; accuracy on ``eval``.
 
     ``method`` is "lora", "adapter", "prompt" or "full"; ``train`` and ``eval`` are lists of

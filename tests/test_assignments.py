@@ -177,6 +177,75 @@ MUTANTS: dict[str, dict[str, Mutant]] = {
             {"q4 - 2"},
         ),
     },
+    "ch06_applications": {
+        "F1 as the arithmetic mean of precision and recall": Mutant(
+            "f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0",
+            "f1 = (precision + recall) / 2",
+            {"q1 - 2"},
+        ),
+        "precision 0 / 0 raises ZeroDivisionError (hidden test only)": Mutant(
+            "    precision = tp / (tp + fp) if tp + fp else 0.0",
+            "    precision = tp / (tp + fp)",
+            {"q1 - 3"},
+        ),
+        "ROUGE-L with the longest common substring": Mutant(
+            "                L[i][j] = max(L[i - 1][j], L[i][j - 1])\n"
+            "    return L[len(a)][len(b)]",
+            "                L[i][j] = 0\n    return max(max(row) for row in L)",
+            {"q2 - 1", "q2 - 2"},
+        ),
+        "ROUGE-L counts shared tokens, ignoring order (hidden test only)": Mutant(
+            "    lcs = lcs_length(candidate, reference)",
+            "    lcs = sum((Counter(candidate) & Counter(reference)).values())",
+            {"q2 - 3"},
+        ),
+        "BLEU without clipping": Mutant(
+            "min(count, ref[gram])",
+            "count * (gram in ref)",
+            {"q3 - 1"},
+        ),
+        "sentence BLEU without the brevity penalty": Mutant(
+            "100 * brevity_penalty(len(hypothesis), len(reference)) * math.exp(mean_log)",
+            "100 * math.exp(mean_log)",
+            {"q3 - 3"},
+        ),
+        "brevity penalty also for long hypotheses": Mutant(
+            "    if hyp_len >= ref_len:\n        return 1.0\n",
+            "",
+            {"q3 - 2", "q3 - 4"},
+        ),
+        "BLEU takes log 0 (hidden test only)": Mutant(
+            "    if min(precisions) == 0:",
+            "    if not precisions:",
+            {"q3 - 4"},
+        ),
+        "pass@k = c / n": Mutant(
+            "    return 1.0 - fail",
+            "    return c / n",
+            {"q4 - 1", "q4 - 2", "q4 - 3"},
+        ),
+        "pass@k as 1 - (1 - c/n)^k, draws with replacement": Mutant(
+            "    return 1.0 - fail",
+            "    return 1.0 - (1 - c / n) ** k",
+            {"q4 - 1", "q4 - 2", "q4 - 3"},
+        ),
+        "pass@k from factorials overflows for large n (hidden test only)": Mutant(
+            "    for i in range(n - c + 1, n + 1):\n        fail *= 1 - k / i\n",
+            "    f = math.factorial\n"
+            "    fail = f(n - c) / (f(k) * f(n - c - k)) / (f(n) / (f(k) * f(n - k)))\n",
+            {"q4 - 3"},
+        ),
+        "recall@k divided by k (that is precision@k)": Mutant(
+            "    return len(set(ranked[:k]) & set(relevant)) / len(relevant)",
+            "    return len(set(ranked[:k]) & set(relevant)) / k",
+            {"q5 - 1", "q5 - 3"},
+        ),
+        "BM25 without length normalisation": Mutant(
+            "    length_norm = 1 - b + b * doc_len / avg_doc_len",
+            "    length_norm = 1.0",
+            {"q5 - 2", "q5 - 3"},
+        ),
+    },
 }
 
 MUTANT_PARAMS = [

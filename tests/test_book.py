@@ -1,8 +1,8 @@
-"""The website: a clean build with warnings as errors, and what a reader needs on a page."""
+"""The website: a clean build with warnings as errors, and what a reader needs on a page.
+
+The `site` fixture (one build shared with tests/test_browser.py) is in tests/conftest.py."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,21 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """Build into a fresh folder. Notebooks are rendered from their stored outputs, which the
-    nbval run of the same suite re-executes and compares; `make book` executes them."""
-    out = tmp_path_factory.mktemp("book")
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["execute"]["execute_notebooks"] = "off"
-    config_path = out / "_config.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    jb = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(jb), "build", str(ROOT), "--path-output", str(out), "--config",
-           str(config_path), "-W", "-n", "--keep-going", "--all"]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return out / "_build" / "html", config
+def test_build_is_clean(book_build):
+    """-W -n: a broken cross-reference, a missing page or a CDN script is a failure."""
+    assert book_build.returncode == 0, book_build.problems()
 
 
 def page(site, name):

@@ -1,0 +1,313 @@
+"""Measuring a model's cost and what it kept: quantization, memory, perplexity, memorization.
+
+The trends chapter (Chapter 7) measures rather than asserts; these are its instruments, each
+small enough to check by hand:
+
+- `quantize`, `dequantize`: symmetric integer quantization of a weight matrix with one
+  scale per output channel (a row), or per group of ``group_size`` weights within a row:
+  ``w ≈ scale * q`` with q an integer in [-qmax, qmax], qmax = 2**(bits - 1) - 1.
+- `Int8Linear`, `quantize_linears`: weight-only int8 layers. The weights are stored as int8
+  plus a float scale per row (a quarter of float32's memory) and de-quantized in ``forward``;
+  activations stay in floating point. `dynamic_int8` is PyTorch's int8 path for comparison:
+  int8 matmuls, with the activations quantized too.
+- `time_forward`: the median wall time of a forward pass.
+- `model_bytes`: the memory the weights take (parameters and buffers; a tied weight once);
+  `serialized_bytes`: the size of a saved checkpoint, which also sees packed int8 weights.
+- `sliding_window_perplexity`: perplexity of a long text that does not fit in one window.
+- `verbatim_matches`, `memorization_rate`: prompt with a prefix of the training data and
+  count how much of the true continuation greedy decoding reproduces (Carlini et al. 2021).
+- `compute_optimal`: Chinchilla's rule of thumb, C = 6 N D with D = 20 N (Hoffmann et al.
+  2022), solved for N and D.
+
+Shape legend: out output channels (rows of a weight), in input channels, G groups per row,
+N sequences, T time, V vocabulary size.
+
+>>> w = torch.tensor([[0.5, -1.0, 0.25], [2.0, 0.0, -2.0]])
+>>> q, scale = quantize(w)  # row maxima 1.0 and 2.0 map to 127
+>>> q
+tensor([[  64, -127,   32],
+        [ 127,    0, -127]], dtype=torch.int8)
+>>> (dequantize(q, scale) - w).abs().max() <= scale.max() / 2  # at most half a step
+tensor(True)
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import statistics
+import time
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# --------------------------------------------------------------------------------------------
+# Quantization
+
+
+def quantize(w: torch.Tensor, bits: int = 8, group_size: int | None = None):
+    """Symmetric quantization of a 2-D weight (out, in): returns q (out, in) int8, scale.
+
+    Each row (an output channel) is cut into groups of ``group_size`` weights (None: the
+    whole row is one group). A group's scale maps its largest absolute weight to
+    qmax = 2**(bits - 1) - 1 and q = round(w / scale), so the rounding error of a weight is
+    at most scale / 2. ``scale`` has shape (out, G) with G = in / group_size. Smaller groups
+    cost more scales but follow the weights more closely: one outlier then spoils the
+    precision of its own group only. Integers are kept in int8 even for bits < 8 (a real
+    4-bit format packs two per byte).
+
+    >>> q, scale = quantize(torch.tensor([[0.7, -0.3, 0.14, 0.0]]), bits=4, group_size=2)
+    >>> q, scale  # qmax = 7: group [0.7, -0.3] has scale 0.7 / 7, group [0.14, 0] 0.14 / 7
+    (tensor([[ 7, -3,  7,  0]], dtype=torch.int8), tensor([[0.1000, 0.0200]]))
+    """
+    if not isinstance(w, torch.Tensor) or not w.is_floating_point():
+        raise TypeError(f"w must be a floating-point tensor, got {type(w).__name__}")
+    if w.dim() != 2:
+        raise ValueError(f"w must be 2-D (out, in), got shape {tuple(w.shape)}")
+    if not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise ValueError(f"bits must be an integer from 2 to 8, got {bits!r}")
+    out, n_in = w.shape
+    g = n_in if group_size is None else group_size
+    if g < 1 or n_in % g:
+        raise ValueError(f"group_size must divide the row length {n_in}, got {group_size}")
+    qmax = 2 ** (bits - 1) - 1
+    groups = w.float().reshape(out, n_in // g, g)  # (out, G, g)
+    scale = groups.abs().amax(dim=-1) / qmax  # (out, G)
+    # An all-zero group has scale 0; any scale then gives q = 0, so use 1 to avoid 0 / 0.
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = (groups / safe[..., None]).round().clamp(-qmax, qmax)  # (out, G, g)
+    return q.to(torch.int8).reshape(out, n_in), scale
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """The approximate weight ``scale * q``, (out, in), from `quantize`'s output."""
+    if q.dim() != 2 or scale.dim() != 2 or scale.shape[0] != q.shape[0]:
+        raise ValueError(f"need q (out, in) and scale (out, G), got {tuple(q.shape)} "
+                         f"and {tuple(scale.shape)}")  # fmt: skip
+    out, n_in = q.shape
+    G = scale.shape[1]
+    if n_in % G:
+        raise ValueError(f"{G} groups do not divide a row of {n_in} weights")
+    groups = q.reshape(out, G, n_in // G).to(scale.dtype)  # (out, G, g)
+    return (groups * scale[..., None]).reshape(out, n_in).to(dtype)
+
+
+class Int8Linear(nn.Module):
+    """A linear layer whose weight is stored as int8 with one float32 scale per row.
+
+    Only the storage is quantized: ``forward`` de-quantizes the weight and runs an ordinary
+    floating-point matmul, so it saves memory, not arithmetic. (Fast int8 kernels, such as
+    ``torch.ao.quantization.quantize_dynamic``'s, also quantize the activations.)
+    """
+
+    def __init__(self, linear: nn.Linear, bits: int = 8, group_size: int | None = None):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.bits = bits  # the integers' range; each still takes one byte here
+        q, scale = quantize(linear.weight.detach(), bits, group_size)
+        self.register_buffer("q", q)  # (out, in) int8
+        self.register_buffer("scale", scale)  # (out, G) float32
+        bias = linear.bias
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = dequantize(self.q, self.scale, dtype=x.dtype)  # (out, in), rebuilt every call
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, w, bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} -> {self.out_features}, {self.bits}-bit integers"
+
+
+def quantize_linears(model: nn.Module, skip: tuple[str, ...] = ("lm_head",), bits: int = 8,
+                     group_size: int | None = None) -> int:  # fmt: skip
+    """Replace every ``nn.Linear`` of ``model`` by an `Int8Linear`, in place; returns how many.
+
+    A layer whose dotted name ends with a name in ``skip`` stays as it is. The default keeps
+    ``lm_head``: in models that tie it to the token embedding (SmolLM2, GPT-2) quantizing it
+    would untie it and store the matrix twice.
+    """
+    ends = tuple(f".{s}" for s in skip)
+    todo = [(parent, child_name, child)
+            for name, parent in model.named_modules()
+            for child_name, child in parent.named_children()
+            if isinstance(child, nn.Linear)
+            and not f".{name}.{child_name}".endswith(ends)]  # fmt: skip
+    for parent, child_name, child in todo:  # collect first: never edit what we iterate over
+        setattr(parent, child_name, Int8Linear(child, bits, group_size))
+    return len(todo)
+
+
+def dynamic_int8(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
+    """A copy of ``model`` whose ``nn.Linear`` layers compute in int8 (CPU only).
+
+    ``torch.ao.quantization.quantize_dynamic`` with per-channel int8 weights: at every call
+    the input is quantized too, with one scale for the whole tensor chosen from its range,
+    and the matmul runs on integers. Layers named in ``skip`` stay in float (see
+    `quantize_linears`). PyTorch marks this API deprecated in favour of the ``torchao``
+    package; its warnings are silenced here because the function still works.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    ends = tuple(f".{s}" for s in skip)
+    spec = {name: per_channel_dynamic_qconfig for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and not f".{name}".endswith(ends)}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(copy.deepcopy(model), spec, dtype=torch.qint8)
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters and buffers, each tensor counted once.
+
+    A tied weight (the same tensor in two places) counts once. For a SmolLM2 in float32 this
+    is 134,515,008 parameters * 4 bytes (plus the small RoPE buffers).
+
+    >>> layer = nn.Linear(4, 3)  # 12 + 3 float32 numbers
+    >>> model_bytes(layer), model_bytes(Int8Linear(layer))  # 12 int8 + 3 scales + 3 biases
+    (60, 36)
+    """
+    seen, total = set(), 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    return total
+
+
+def serialized_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``: what a checkpoint of the model takes.
+
+    Unlike `model_bytes` this also counts weights that live outside parameters and buffers,
+    such as the packed int8 matrices of ``torch.ao.quantization.quantize_dynamic``; it adds a
+    little for names and metadata, and stores a tied tensor once.
+    """
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+@torch.no_grad()
+def time_forward(model, idx: torch.Tensor, repeats: int = 3) -> float:
+    """Median seconds of ``model(idx)`` over ``repeats`` calls, after one untimed warm-up call
+    (the first call allocates memory and picks kernels)."""
+    sync = torch.cuda.synchronize if idx.is_cuda else (lambda: None)  # GPUs run ahead
+    model(idx)
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        model(idx)
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------------------------
+# Perplexity
+
+
+def _logits(model, idx: torch.Tensor) -> torch.Tensor:
+    out = model(idx)
+    return getattr(out, "logits", out)  # lmlib's LMOutput, Hugging Face's output, or a tensor
+
+
+@torch.no_grad()
+def sliding_window_perplexity(model, ids, window: int, stride: int | None = None) -> float:
+    """exp(mean negative log-likelihood) of every token of ``ids`` after the first.
+
+    A model sees at most ``window`` tokens, so a long text is scored in blocks of ``stride``
+    targets; each block is predicted from the ``window`` tokens just before it (fewer at the
+    start). Every token is scored exactly once, with at least ``window - stride`` tokens of
+    context. ``stride = window`` (the default) is cheapest: about one forward position per
+    token, but the first target of each block sees little context. A smaller stride gives each
+    token more context and costs about ``window / stride`` times more. With
+    ``window >= len(ids) - 1`` this is exp of the model's ordinary mean cross-entropy.
+
+    ``ids`` is a 1-D tensor or list of token ids; ``model(idx)`` must return logits (1, T, V)
+    or an object with ``.logits`` (lmlib's models and Hugging Face's both do).
+    """
+    ids = torch.as_tensor(ids)
+    if ids.dim() != 1 or ids.is_floating_point() or len(ids) < 2:
+        raise ValueError("ids must be a 1-D sequence of at least 2 integer token ids")
+    stride = window if stride is None else stride
+    if not 1 <= stride <= window:
+        raise ValueError(f"need 1 <= stride <= window, got stride {stride}, window {window}")
+    device = next(model.parameters()).device
+    ids = ids.long().to(device)
+    nll, n = 0.0, 0
+    for t0 in range(1, len(ids), stride):  # targets t0 .. t1 - 1
+        t1 = min(t0 + stride, len(ids))
+        begin = max(0, t1 - 1 - window)  # inputs begin .. t1 - 2 predict tokens begin+1 .. t1-1
+        logits = _logits(model, ids[None, begin : t1 - 1])[0]  # (T, V)
+        logits = logits[t0 - 1 - begin :].float()  # only this block's targets
+        nll += F.cross_entropy(logits, ids[t0:t1], reduction="sum").item()
+        n += t1 - t0
+    return math.exp(nll / n)
+
+
+# --------------------------------------------------------------------------------------------
+# Memorization
+
+
+@torch.no_grad()
+def verbatim_matches(model, data, starts, prefix_len: int, suffix_len: int) -> torch.Tensor:
+    """For each start s: prompt with data[s : s + prefix_len], decode ``suffix_len`` tokens
+    greedily, and count how many leading tokens equal the true continuation. Returns (N,)
+    int64, from 0 to ``suffix_len`` (all: the continuation was reproduced verbatim).
+
+    Greedy decoding re-reads the whole (short) prompt at every step, so any model that maps
+    idx (N, T) to logits works; ``prefix_len + suffix_len`` must fit its context.
+    """
+    data = torch.as_tensor(data)
+    if data.dim() != 1 or data.is_floating_point():
+        raise ValueError("data must be a 1-D sequence of integer token ids")
+    if prefix_len < 1 or suffix_len < 1:
+        raise ValueError(f"prefix_len and suffix_len must be >= 1, got {prefix_len}, "
+                         f"{suffix_len}")  # fmt: skip
+    starts = torch.as_tensor(starts, dtype=torch.long).reshape(-1)  # (N,)
+    end = prefix_len + suffix_len
+    if len(starts) == 0 or starts.min() < 0 or starts.max() + end > len(data):
+        raise ValueError(f"every start s needs 0 <= s and s + {end} <= {len(data)} tokens")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    windows = data[starts[:, None] + torch.arange(end)].to(device)  # (N, prefix + suffix)
+    idx = windows[:, :prefix_len]  # (N, prefix_len)
+    for _ in range(suffix_len):
+        next_token = _logits(model, idx)[:, -1].argmax(-1)  # (N,)
+        idx = torch.cat([idx, next_token[:, None]], dim=1)
+    model.train(was_training)
+    same = idx[:, prefix_len:] == windows[:, prefix_len:]  # (N, suffix_len)
+    return same.long().cumprod(dim=1).sum(dim=1).cpu()  # leading run of matches
+
+
+def memorization_rate(model, data, starts, prefix_len: int, suffix_len: int) -> float:
+    """Share of ``starts`` whose next ``suffix_len`` tokens greedy decoding reproduces exactly
+    from the ``prefix_len`` tokens before them (see `verbatim_matches`)."""
+    matches = verbatim_matches(model, data, starts, prefix_len, suffix_len)
+    return (matches == suffix_len).float().mean().item()
+
+
+# --------------------------------------------------------------------------------------------
+# Compute
+
+
+def compute_optimal(flops: float, tokens_per_param: float = 20.0) -> tuple[float, float]:
+    """Parameters N and training tokens D that spend ``flops`` compute-optimally.
+
+    Training costs C = 6 N D FLOPs; Hoffmann et al. (2022) found loss lowest for a given C at
+    about D = 20 N. Together: N = sqrt(C / (6 * 20)), D = 20 N.
+
+    >>> compute_optimal(1.2e20)  # 6 * 1e9 parameters * 2e10 tokens
+    (1000000000.0, 20000000000.0)
+    """
+    if not flops > 0 or not tokens_per_param > 0:
+        raise ValueError(f"flops and tokens_per_param must be positive, got {flops}, "
+                         f"{tokens_per_param}")  # fmt: skip
+    n = math.sqrt(flops / (6.0 * tokens_per_param))
+    return n, tokens_per_param * n

@@ -1,0 +1,483 @@
+"""Hand out a term's assignments and grade a folder of submissions, without Docker.
+
+    python scripts/grade_submissions.py links
+        print the Colab link of every assignment's student notebook, built from
+        _config.yml (repository.url, branch, path_to_book) as the book's launch buttons are.
+
+    python scripts/grade_submissions.py handout --out term/ [NAME ...]
+        otter assign every assignment into assignments/<name>/dist/, require the committed
+        student/ folders (what the Colab links open) to equal that build, and write:
+          term/student/<name>.zip         <name>/: the student notebook and its public tests/
+          term/student/all_assignments.zip  all of them, a folder each
+          term/autograder/<name>.zip      the autograder: keep it to regrade with the same tests
+          term/solutions/<name>.ipynb     the solutions, for the instructor only
+          term/links.md, term/links.csv   the Colab links
+
+    python scripts/grade_submissions.py grade NAME SUBMISSIONS --out scores.csv
+        `otter run` every submission in the folder SUBMISSIONS (alice.ipynb, or a folder
+        alice/ holding one notebook: the student id is the file or folder name), -j at a
+        time, each within --timeout seconds, and write one CSV: a row per student, a column
+        per question (points), total, max and status ("ok", or "error: <reason>"). A
+        corrupted file, a notebook that raises, loops forever or kills its kernel costs that
+        student a row marked "error", never the run. The autograder is
+        assignments/<name>/dist/autograder/*.zip, built first when missing or older than
+        the master notebook, or the zip given with --autograder (e.g. term/autograder/...).
+
+`otter run` executes each submission as you, on this machine: run it in a throwaway
+account, container or VM when the code comes from people you do not know.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil  # installed with IPython, which otter needs anyway
+import yaml
+
+
+def _load_script(name: str):
+    """Import a sibling script: scripts/ is not a package."""
+    path = Path(__file__).resolve().with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+assignments = _load_script("assignments")  # find_masters, assign, diff_dirs
+sync_setup_cells = _load_script("sync_setup_cells")  # the setup cells the links must match
+ROOT = assignments.ROOT
+OK = "ok"
+
+# ---------------------------------------------------------------- links and handout
+
+
+def student_notebook(master: Path) -> Path:
+    """The committed student copy of a master notebook: what students open."""
+    return master.parent / "student" / master.name
+
+
+def colab_url(path: Path) -> str:
+    """The Colab link of a notebook in this repository, as Jupyter Book's launch button.
+
+    >>> colab_url(ROOT / "chapters/01_background.ipynb")  # doctest: +ELLIPSIS
+    'https://colab.research.google.com/github/.../blob/main/chapters/01_background.ipynb'
+    """
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    repo = config["repository"]
+    colab = config.get("launch_buttons", {}).get("colab_url", "https://colab.research.google.com")
+    github = repo["url"].removeprefix("https://github.com/").removesuffix(".git").strip("/")
+    in_repo = Path(repo.get("path_to_book") or ".") / path.relative_to(ROOT)
+    branch = repo.get("branch", "main")
+    return f"{colab.rstrip('/')}/github/{github}/blob/{branch}/{in_repo.as_posix()}"
+
+
+def links_table(masters: list[Path]) -> str:
+    """A Markdown table: assignment, student notebook, Colab link."""
+    rows = ["| Assignment | Student notebook | Colab |", "| --- | --- | --- |"]
+    for master in masters:
+        nb = student_notebook(master)
+        rel = nb.relative_to(ROOT).as_posix()
+        rows.append(f"| {master.stem} | `{rel}` | [Open in Colab]({colab_url(nb)}) |")
+    return "\n".join(rows) + "\n"
+
+
+def zip_folder(folder: Path, zip_path: Path, prefix: str = "") -> None:
+    """Zip FOLDER's files (not otter's or Jupyter's leftovers) under PREFIX, in name order."""
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "a" if zip_path.exists() else "w"
+    with zipfile.ZipFile(zip_path, mode, zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if path.is_file() and not set(rel.parts) & assignments.IGNORED:
+                zf.write(path, f"{prefix}{rel.as_posix()}")
+
+
+def handout(masters: list[Path], out: Path) -> list[str]:
+    """Build every assignment and write the term's folder; return the problems found.
+
+    Nothing is written to OUT unless every assignment is ready: its Colab setup cell is
+    current and its committed student/ folder equals the fresh build, so the zip students
+    download and the notebook the Colab link opens are the same file.
+    """
+    if out.exists() and any(out.iterdir()) and not (out / "links.csv").is_file():
+        raise SystemExit(f"{out} is not empty and holds no earlier handout: choose a new folder")
+    problems, built = [], []
+    for master in masters:
+        start = time.perf_counter()
+        if not sync_setup_cells.sync(master, check=True):
+            problems.append(f"{master.stem}: stale Colab setup cell: run `make sync`")
+        dist = master.parent / "dist"
+        try:
+            autograder = assignments.assign(master, dist)  # also runs the solutions' tests
+        except RuntimeError as e:
+            problems.append(f"{master.stem}: otter assign failed\n{e}")
+            continue
+        stale = assignments.diff_dirs(master.parent / "student", dist / "student")
+        if stale:
+            problems.append(
+                f"{master.stem}: student/ differs from the build ({', '.join(stale)}): "
+                f"{assignments.REBUILD_HINT} (and push, for the Colab links)"
+            )
+        built.append((master, dist, autograder))
+        print(f"{master.stem}: built in {time.perf_counter() - start:.1f} s")
+    if problems:
+        return problems
+
+    shutil.rmtree(out, ignore_errors=True)  # an earlier handout: checked above
+    for master, dist, autograder in built:
+        name = master.stem
+        # a folder per assignment inside: unzipping never mixes two assignments' tests/
+        zip_folder(dist / "student", out / "student" / f"{name}.zip", f"{name}/")
+        zip_folder(dist / "student", out / "student" / "all_assignments.zip", f"{name}/")
+        (out / "autograder").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(autograder, out / "autograder" / f"{name}.zip")
+        (out / "solutions").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(dist / "autograder" / master.name, out / "solutions" / master.name)
+    (out / "links.md").write_text(links_table([m for m, _, _ in built]), encoding="utf-8")
+    with open(out / "links.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["assignment", "notebook", "colab_url"])
+        for master, _, _ in built:
+            nb = student_notebook(master)
+            writer.writerow([master.stem, nb.relative_to(ROOT).as_posix(), colab_url(nb)])
+    return []
+
+
+# ---------------------------------------------------------------- finding submissions
+
+
+@dataclass
+class Submission:
+    student: str  # the file's stem, or the folder's name
+    path: Path | None  # the notebook to grade; None when there is none to grade
+    problem: str = ""  # why it cannot be graded, found without running anything
+
+
+def is_junk(path: Path) -> bool:
+    """Hidden files, macOS archive folders (__MACOSX) and Jupyter checkpoints."""
+    return path.name.startswith((".", "__")) or path.name in assignments.IGNORED
+
+
+def find_submissions(folder: Path, assignment: str) -> tuple[list[Submission], list[Path]]:
+    """The submissions in FOLDER, by student, and the files that were skipped.
+
+    ``alice.ipynb`` is Alice's; so is the one notebook under ``alice/`` (at any depth, as
+    an LMS download often nests it), or ``alice/<assignment>.ipynb`` among several.
+    """
+    subs, skipped = [], []
+    for entry in sorted(folder.iterdir()):
+        if is_junk(entry):
+            continue
+        if entry.is_file() and entry.suffix == ".ipynb":
+            subs.append(Submission(entry.stem, entry))
+        elif entry.is_dir():
+            found = sorted(
+                p
+                for p in entry.rglob("*.ipynb")
+                if not any(is_junk(Path(part)) for part in p.relative_to(entry).parts)
+            )
+            named = [p for p in found if p.name == f"{assignment}.ipynb"]
+            if len(found) == 1 or len(named) == 1:
+                subs.append(Submission(entry.name, (named or found)[0]))
+            elif not found:
+                subs.append(Submission(entry.name, None, "no .ipynb file in the folder"))
+            else:
+                names = ", ".join(p.relative_to(entry).as_posix() for p in found)
+                subs.append(Submission(entry.name, None, f"several notebooks ({names})"))
+        else:
+            skipped.append(entry)
+    seen: dict[str, int] = {}
+    for s in subs:
+        seen[s.student] = seen.get(s.student, 0) + 1
+    twice = sorted(n for n, k in seen.items() if k > 1)
+    if twice:
+        raise SystemExit(f"two submissions (a file and a folder) for: {', '.join(twice)}")
+    return subs, skipped
+
+
+def notebook_problem(path: Path) -> str:
+    """Why PATH is not a Jupyter notebook, or "" (otter gets the final word)."""
+    try:
+        nb = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"not a notebook (not JSON: {e})"
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        return "not a notebook (no list of cells)"
+    if nb.get("nbformat") != 4:
+        return f"not a notebook in format 4 (nbformat {nb.get('nbformat')!r})"
+    return ""
+
+
+# ---------------------------------------------------------------- grading
+
+
+@dataclass
+class Result:
+    student: str
+    status: str  # "ok", or "error: <reason>"
+    scores: dict[str, float] = field(default_factory=dict)  # question -> points, when ok
+    max_scores: dict[str, float] = field(default_factory=dict)  # question -> its maximum
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return sum(self.scores.values())
+
+
+def natural_key(name: str) -> list:
+    """Sort q2 before q10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def autograder_questions(autograder_zip: Path) -> tuple[str, dict[str, float | None]]:
+    """The zip's assignment name and each question's points (None: otter's default).
+
+    Read with ast from the zip's exception-based test files (``name = "q1"``,
+    ``points = [1, 1, 1]`` or ``points = 3``), as scripts/assignments.py does.
+    """
+    questions: dict[str, float | None] = {}
+    with zipfile.ZipFile(autograder_zip) as zf:
+        config = json.loads(zf.read("otter_config.json"))
+        for info in zf.infolist():
+            if not re.fullmatch(r"tests/[^/]+\.py", info.filename):
+                continue
+            name, points = Path(info.filename).stem, None
+            for node in ast.parse(zf.read(info).decode("utf-8")).body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                    target = ast.unparse(node.targets[0])
+                    if target == "name":
+                        name = ast.literal_eval(node.value)
+                    elif target == "points":
+                        value = ast.literal_eval(node.value)
+                        points = sum(value) if isinstance(value, list) else value
+            questions[name] = None if points is None else float(points)
+    ordered = dict(sorted(questions.items(), key=lambda kv: natural_key(kv[0])))
+    return config.get("assignment_name", ""), ordered
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a process and everything it started.
+
+    The Jupyter kernel runs in a session of its own, so killing otter's process group
+    would miss it. It normally exits soon after otter (a thread polls for its parent), but
+    not while one long C call such as ``sum(range(10**18))`` holds the GIL: it would spin
+    on, alone, until killed.
+    """
+    try:
+        parent = psutil.Process(pid)
+        procs = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def failure_reason(output: str) -> str:
+    """One line from otter's output that says why grading failed."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    last = errors[-1] if errors else (lines[-1] if lines else "otter printed nothing")
+    if "DeadKernelError" in last:
+        return "kernel crash (the kernel died: out of memory, a segfault or os._exit)"
+    if "NotJSONError" in last:
+        return "not a notebook (not JSON)"
+    return last.split(": ", 1)[-1][:300]  # drop the exception's module path
+
+
+def grade_one(
+    autograder_zip: Path,
+    sub: Submission,
+    questions: list[str],
+    timeout: float,
+    workdir: Path,
+    keep: Path | None = None,
+) -> Result:
+    """``otter run`` one submission in a fresh folder, within TIMEOUT seconds."""
+    start = time.perf_counter()
+    problem = sub.problem or notebook_problem(sub.path)
+    if problem:
+        return Result(sub.student, f"error: {problem}")
+    out = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    cmd = [sys.executable, "-m", "otter", "run", "--no-logo", "-a", str(autograder_zip.resolve())]
+    cmd += ["-o", str(out), str(sub.path.resolve())]
+    log = out / "otter.log"
+    # Output to a file, not a pipe: a process the submission started could hold a pipe
+    # open after otter is gone, and reading it to the end would then never finish.
+    timed_out = False
+    with open(log, "w", encoding="utf-8") as f:
+        proc = subprocess.Popen(cmd, cwd=out, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            kill_tree(proc.pid)
+            proc.wait()
+    output = log.read_text(encoding="utf-8", errors="replace")
+    if timed_out:
+        status = f"error: timeout (still running after {timeout:g} s)"
+    elif proc.returncode < 0:  # e.g. the out-of-memory killer
+        status = f"error: otter was killed by signal {-proc.returncode}"
+    elif proc.returncode != 0:
+        status = f"error: {failure_reason(output)}"
+    else:
+        status = OK
+    results_json = out / "results.json"
+    scores: dict[str, float] = {}
+    max_scores: dict[str, float] = {}
+    if status == OK and not results_json.is_file():
+        status = "error: otter wrote no results.json"
+    if status == OK:
+        tests = json.loads(results_json.read_text(encoding="utf-8"))["tests"]
+        scores = {t["name"]: float(t["score"]) for t in tests if "score" in t}
+        max_scores = {t["name"]: float(t["max_score"]) for t in tests if "max_score" in t}
+        missing = [q for q in questions if q not in scores]
+        if missing:  # e.g. otter's "Autograder Failed" entry instead of scores
+            status, scores = f"error: the autograder gave no score for {', '.join(missing)}", {}
+    if keep is not None:  # per-student feedback: each test case's output, hidden ones too
+        keep.mkdir(parents=True, exist_ok=True)
+        (keep / f"{sub.student}.log").write_text(output, encoding="utf-8")
+        if results_json.is_file():
+            shutil.copy2(results_json, keep / f"{sub.student}.json")
+    shutil.rmtree(out, ignore_errors=True)
+    return Result(sub.student, status, scores, max_scores, time.perf_counter() - start)
+
+
+def grade_folder(
+    autograder_zip: Path,
+    submissions_dir: Path,
+    assignment: str,
+    jobs: int = 2,
+    timeout: float = 300,
+    keep: Path | None = None,
+    progress=print,
+) -> tuple[dict[str, float | None], list[Result]]:
+    """Grade every submission in SUBMISSIONS_DIR; return the questions' points and results.
+
+    Results come back sorted by student. ``progress`` gets one line per finished student.
+    """
+    name, maxima = autograder_questions(autograder_zip)
+    if name and name != assignment:
+        raise SystemExit(f"{autograder_zip} grades {name!r}, not {assignment!r}")
+    subs, skipped = find_submissions(submissions_dir, assignment)
+    for path in skipped:
+        progress(f"skipped {path.name}: not an .ipynb file or a folder")
+    results = []
+    with tempfile.TemporaryDirectory(prefix=f"grade-{assignment}-") as tmp:
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            futures = [
+                pool.submit(grade_one, autograder_zip, s, list(maxima), timeout, Path(tmp), keep)
+                for s in subs
+            ]
+            for future in as_completed(futures):
+                r = future.result()
+                results.append(r)
+                score = f"{r.total:g}" if r.status == OK else "-"
+                progress(f"{r.student}: {score}  {r.status}  ({r.seconds:.1f} s)")
+    for q, points in maxima.items():  # no `points` in the test file: otter's default
+        if points is None:
+            maxima[q] = next((r.max_scores[q] for r in results if r.status == OK), None)
+    return maxima, sorted(results, key=lambda r: natural_key(r.student))
+
+
+def write_csv(path: Path, maxima: dict[str, float | None], results: list[Result]) -> None:
+    """One row per student: a column per question (points), total, max, status.
+
+    A row whose status is not "ok" has empty question cells and a total of 0.
+    """
+    max_total = sum(p or 0 for p in maxima.values())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", *maxima, "total", "max", "status"])
+        for r in results:
+            cells = [f"{r.scores[q]:g}" if r.status == OK else "" for q in maxima]
+            writer.writerow([r.student, *cells, f"{r.total:g}", f"{max_total:g}", r.status])
+
+
+def autograder_for(name: str, rebuild: bool = False) -> Path:
+    """assignments/<name>/dist/autograder/*.zip, built (otter assign) if missing or stale."""
+    (master,) = assignments.find_masters([name])
+    dist = master.parent / "dist"
+    zips = sorted((dist / "autograder").glob("*.zip"))
+    if zips and not rebuild and zips[-1].stat().st_mtime >= master.stat().st_mtime:
+        return zips[-1]
+    why = "as asked" if rebuild else ("it is older than" if zips else "none yet for")
+    print(f"{name}: building the autograder ({why} {master.relative_to(ROOT)})")
+    # assign, not build: grading leaves the committed student/ folder alone.
+    return assignments.assign(master, dist)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("links", help="print the Colab links of the student notebooks")
+    p = sub.add_parser("handout", help="build everything a term needs into one folder")
+    p.add_argument("names", nargs="*", metavar="NAME", help="assignment names (default all)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="new folder, or an earlier handout's (replaced)"
+    )
+    p = sub.add_parser("grade", help="grade a folder of submissions into one CSV")
+    p.add_argument("name", metavar="NAME", help="the assignment, e.g. ch01_background")
+    p.add_argument("submissions", type=Path, metavar="SUBMISSIONS", help="folder to grade")
+    p.add_argument("--out", type=Path, required=True, help="the CSV to write")
+    p.add_argument("-j", "--jobs", type=int, default=2, help="submissions at once (2)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds per submission (300)")
+    p.add_argument("--autograder", type=Path, help="the autograder zip (default: dist's)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild dist's autograder first")
+    p.add_argument("--keep", type=Path, help="keep each student's results.json and log here")
+    args = parser.parse_args(argv)
+
+    if args.command == "links":
+        print(links_table(assignments.find_masters()), end="")
+        return 0
+    if args.command == "handout":
+        masters = assignments.find_masters(args.names)
+        problems = handout(masters, args.out)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if not problems:
+            print(f"wrote {args.out}/ for {len(masters)} assignments:")
+            print((args.out / "links.md").read_text(encoding="utf-8"), end="")
+        return 1 if problems else 0
+
+    if not args.submissions.is_dir():
+        raise SystemExit(f"no such folder: {args.submissions}")
+    autograder = args.autograder or autograder_for(args.name, args.rebuild)
+    start = time.perf_counter()
+    maxima, results = grade_folder(
+        autograder, args.submissions, args.name, args.jobs, args.timeout, args.keep
+    )
+    write_csv(args.out, maxima, results)
+    errors = sum(r.status != OK for r in results)
+    print(
+        f"wrote {args.out}: {len(results)} submissions, {errors} not graded "
+        f"(see its status column), in {time.perf_counter() - start:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""The built website in a real browser: every page, offline, with nothing left broken.
+
+The book is built once (the `site` fixture in conftest.py, shared with test_book.py), served
+by a local HTTP server and every page is opened in headless Chromium (Debian's `chromium`,
+driven by Playwright through `executable_path`). Every request to any other host is blocked
+and recorded. A page fails when it
+- loads anything from another host (the site must carry its own MathJax, Mermaid, ...),
+- logs a JavaScript error, or a request of its own fails (network error or HTTP >= 400),
+- leaves a formula unrendered (no MathJax output, a TeX error, raw `$$` or `\\(` in the text),
+- has a Mermaid block without its SVG, an empty bertviz view or an unrendered widget,
+- shows an image that did not load (naturalWidth 0),
+- links to a local page or #anchor that does not exist.
+A screenshot of each page goes to _build/screenshots/ (or $BOOK_SCREENSHOTS) with
+summary.txt, the per-page table that is also printed.
+"""
+
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from functools import partial
+from html.parser import HTMLParser
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = Path(os.environ.get("BOOK_SCREENSHOTS", ROOT / "_build" / "screenshots"))
+pytestmark = pytest.mark.slow
+
+# Flags checked on Debian's Chromium running as root in a container (see TOOLCHAIN.md); the
+# resolver rule is a second wall behind the request blocking: no host name resolves at all.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+RENDER_TIMEOUT_MS = 20_000  # MathJax, Mermaid, bertviz and widgets on the longest page
+
+# Resolves once the page's renderers are done (or have had their chance).
+WAIT_FOR_RENDERERS = """async (timeout) => {
+  const deadline = Date.now() + timeout;
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const mathjax = () => window.MathJax && MathJax.startup && MathJax.startup.promise;
+  if (document.querySelector('.math')) {
+    // MathJax is a deferred script: after `load` it is there, or it failed to load
+    for (let i = 0; i < 20 && !mathjax(); i++) await sleep(100);
+    if (mathjax()) await Promise.race([MathJax.startup.promise, sleep(deadline - Date.now())]);
+  }
+  for (const img of document.images) img.loading = 'eager';
+  const done = () =>
+    [...document.querySelectorAll('.mermaid')].every((e) => e.querySelector('svg')) &&
+    [...document.querySelectorAll('div[id^="bertviz-"]')]
+      .every((e) => e.querySelectorAll('svg *').length > 0) &&
+    [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')]
+      .every((s) => s.previousElementSibling &&
+                    s.previousElementSibling.classList.contains('widget-subarea') &&
+                    s.previousElementSibling.childElementCount > 0) &&
+    [...document.images].every((i) => i.complete);
+  while (!done() && Date.now() < deadline) await sleep(100);
+  await sleep(200);  // let a last error surface on the console
+}"""
+
+# What the reader sees, as data the Python side judges.
+INSPECT_PAGE = r"""() => {
+  const skip = 'script, style, noscript, textarea, pre, code, mjx-container, svg, .mermaid';
+  const raw = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (n.parentElement && n.parentElement.closest(skip)) continue;
+    const m = n.textContent.match(/.{0,30}(\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{).{0,30}/s);
+    if (m) raw.push(m[0].replace(/\s+/g, ' ').trim());
+  }
+  const maths = [...document.querySelectorAll('span.math, div.math')];
+  const mermaids = [...document.querySelectorAll('.mermaid')];
+  const views = [...document.querySelectorAll('div[id^="bertviz-"]')];
+  const widgets = [...document.querySelectorAll(
+    'script[type="application/vnd.jupyter.widget-view+json"]')];
+  const ids = new Set([...document.querySelectorAll('[id]')].map((e) => e.id));
+  for (const a of document.querySelectorAll('a[name]')) ids.add(a.name);
+  return {
+    formulas: maths.length,
+    unrendered_math: maths.filter((e) => !e.querySelector('mjx-container'))
+      .map((e) => e.textContent.trim().slice(0, 60)),
+    tex_errors: [...document.querySelectorAll('mjx-merror')]
+      .map((e) => (e.getAttribute('data-mjx-error') || e.textContent).slice(0, 80)),
+    raw_tex: raw,
+    mermaid: mermaids.length,
+    mermaid_missing: mermaids.filter((e) => !e.querySelector('svg'))
+      .map((e) => e.textContent.trim().slice(0, 60)),
+    mermaid_errors: mermaids.filter((e) => e.querySelector('svg[aria-roledescription="error"]'))
+      .map((e) => e.id),
+    bertviz: views.length,
+    bertviz_empty: views.filter((e) => e.querySelectorAll('svg *').length === 0)
+      .map((e) => e.id),
+    widgets: widgets.length,
+    widgets_unrendered: widgets.filter((s) => !(s.previousElementSibling &&
+        s.previousElementSibling.classList.contains('widget-subarea') &&
+        s.previousElementSibling.childElementCount > 0))
+      .map((s) => s.textContent.trim().slice(0, 80)),
+    images: document.images.length,
+    images_broken: [...document.images].filter((i) => !i.complete || i.naturalWidth === 0)
+      .map((i) => i.getAttribute('src')),
+    links: [...document.querySelectorAll('a[href]')]
+      .map((a) => [a.getAttribute('href'), a.href]),
+    ids: [...ids],
+  };
+}"""
+
+
+# the lists INSPECT_PAGE returns (besides its counts)
+INSPECT_KEYS = ("unrendered_math", "tex_errors", "raw_tex", "mermaid_missing",
+                "mermaid_errors", "bertviz_empty", "widgets_unrendered", "images_broken",
+                "links", "ids")  # fmt: skip
+
+
+def find_chromium():
+    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+    for name in (os.environ.get("CHROMIUM"), *names):
+        if name and (path := shutil.which(name)):
+            return path
+    return None
+
+
+class _Ids(HTMLParser):
+    """The anchors a page offers to links: every id, and the name of every <a name>."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids = set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if attrs.get("id"):
+            self.ids.add(attrs["id"])
+        if tag == "a" and attrs.get("name"):
+            self.ids.add(attrs["name"])
+
+
+class _Site:
+    """The built html folder: local URLs -> files, and the anchors of each page."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._ids = {}
+
+    def file(self, path: str):
+        target = self.root / unquote(path).lstrip("/")
+        if path.endswith("/") or target.is_dir():
+            target = target / "index.html"
+        return target if target.is_file() else None
+
+    def ids(self, target: Path):
+        if target not in self._ids:
+            parser = _Ids()
+            parser.feed(target.read_text(encoding="utf-8", errors="replace"))
+            self._ids[target] = parser.ids
+        return self._ids[target]
+
+
+def _quiet_handler(root):
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep the test output to the summary
+            pass
+
+    return partial(Handler, directory=str(root))
+
+
+def _pages(html: Path):
+    """Every page of the build; redirect stubs (index.html) are only checked as links."""
+    pages, redirects = [], []
+    for path in sorted(html.rglob("*.html")):
+        rel = path.relative_to(html).as_posix()
+        if rel.split("/")[0] in {"_static", "_sources", "_images"}:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        (redirects if 'http-equiv="refresh"' in text.lower() else pages).append(rel)
+    return pages, redirects
+
+
+def _check_links(page_url, facts, server, site):
+    """Broken local links and anchors on one page, and how many links went elsewhere."""
+    broken, external = [], 0
+    own_ids = set(facts["ids"])
+    for raw, absolute in facts["links"]:
+        parts = urlsplit(absolute)
+        if parts.scheme not in ("http", "https"):
+            continue  # mailto:, javascript:
+        if parts.netloc != server:
+            external += 1
+            continue
+        target = site.file(parts.path)
+        if target is None:
+            broken.append(f"{raw} (no such file)")
+            continue
+        anchor = unquote(parts.fragment)
+        if not anchor or target.suffix != ".html":
+            continue
+        same_page = parts.path == urlsplit(page_url).path
+        if anchor not in (own_ids if same_page else site.ids(target)):
+            broken.append(f"{raw} (no #{anchor} there)")
+    return sorted(set(broken)), external
+
+
+@pytest.fixture(scope="module")
+def crawl(request):
+    """Open every page once; return {page: what was seen}. Prints the per-page summary."""
+    chromium = find_chromium()  # before the build: skipping takes no time
+    if chromium is None:
+        pytest.skip(
+            "no Chromium: install it with `apt-get install -y chromium` (.ci/run does), "
+            "or point $CHROMIUM at a Chromium or Chrome binary"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is installed with otter-grader"
+    )
+    html = request.getfixturevalue("site")[0]
+    pages, redirects = _pages(html)
+    assert pages, f"no pages in {html}"
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    SHOTS.mkdir(parents=True)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _quiet_handler(html))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    results, current, local = {}, {}, _Site(html)
+    started = time.perf_counter()
+
+    def route(route):
+        if urlsplit(route.request.url).netloc == host:
+            route.continue_()
+        else:
+            current["blocked"].append(route.request.url)
+            route.abort("blockedbyclient")
+
+    def on_console(msg):
+        # a failed load is also reported as a failed request, with its URL: count it there
+        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+            current["console"].append(msg.text[:300])
+
+    def on_request_failed(req):  # a 404 is then also aborted: keep the first reason
+        if urlsplit(req.url).netloc == host:
+            current["failed"].setdefault(req.url, req.failure)
+        elif req.url not in current["blocked"]:  # went past the route, stopped by the resolver
+            current["blocked"].append(req.url)
+
+    def on_response(resp):
+        current["requests"] += 1
+        if resp.status >= 400:
+            current["failed"].setdefault(resp.url, f"HTTP {resp.status}")
+
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.route("**/*", route)
+            pw_page = context.new_page()
+            pw_page.on("console", on_console)
+            pw_page.on("pageerror", lambda err: current["console"].append(f"uncaught {err}"))
+            pw_page.on("requestfailed", on_request_failed)
+            pw_page.on("response", on_response)
+            for rel in pages:
+                current.clear()
+                current.update(blocked=[], console=[], failed={}, requests=0)
+                t0 = time.perf_counter()
+                url = f"http://{host}/{rel}"
+                shot = SHOTS / (rel.removesuffix(".html").replace("/", "__") + ".jpg")
+                try:
+                    pw_page.goto(url, wait_until="load", timeout=60_000)
+                    pw_page.evaluate(WAIT_FOR_RENDERERS, RENDER_TIMEOUT_MS)
+                    facts = pw_page.evaluate(INSPECT_PAGE)
+                    pw_page.screenshot(path=shot, full_page=True, type="jpeg", quality=60)
+                except sync_api.Error as err:  # a page that hangs or crashes: report, go on
+                    current["console"].append(f"page did not load: {err}"[:300])
+                    facts = {key: [] for key in INSPECT_KEYS}
+                    facts.update(formulas=0, mermaid=0, bertviz=0, widgets=0, images=0)
+                broken, external = _check_links(url, facts, host, local)
+                results[rel] = {
+                    **{k: v for k, v in facts.items() if k not in ("links", "ids")},
+                    **current,
+                    "failed": [f"{u} ({why})" for u, why in current["failed"].items()],
+                    "links": len(facts["links"]),
+                    "external_links": external,
+                    "broken_links": broken,
+                    "seconds": round(time.perf_counter() - t0, 2),
+                    "screenshot": shot.name,
+                }
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    for rel in redirects:  # index.html -> intro.html: the target must exist
+        text = (html / rel).read_text(encoding="utf-8")
+        target = re.search(r'http-equiv="refresh"[^>]*url=([^"]+)', text, re.I).group(1).strip()
+        ok = (html / rel).parent.joinpath(target.split("#")[0]).is_file()
+        results[rel] = {"redirect": target, "broken_links": [] if ok else [target]}
+    _report(results, time.perf_counter() - started, request)
+    return results
+
+
+COLUMNS = ("page", "s", "req", "blocked", "js err", "failed", "math", "mermaid", "bertviz",
+           "widgets", "img", "links", "broken")  # fmt: skip
+
+
+def _row(rel, r):
+    """One line of the summary: counts of problems, and rendered/total for each renderer."""
+    if "redirect" in r:
+        return (f"{rel} -> {r['redirect']}",) + ("",) * 11 + (str(len(r["broken_links"])),)
+
+    def rendered(total, missing):
+        return f"{r[total] - len(r[missing])}/{r[total]}"
+
+    return (
+        rel, f"{r['seconds']:.1f}", str(r["requests"]), str(len(r["blocked"])),
+        str(len(r["console"])), str(len(r["failed"])),
+        rendered("formulas", "unrendered_math"), rendered("mermaid", "mermaid_missing"),
+        rendered("bertviz", "bertviz_empty"), rendered("widgets", "widgets_unrendered"),
+        rendered("images", "images_broken"), str(r["links"]), str(len(r["broken_links"])),
+    )  # fmt: skip
+
+
+def _report(results, seconds, request):
+    rows = [COLUMNS] + [_row(rel, r) for rel, r in results.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.append(
+        f"{len(results)} pages in {seconds:.1f} s (n/total: rendered/present); screenshots, "
+        f"summary.txt and report.json in {SHOTS}"
+    )
+    (SHOTS / "summary.txt").write_text("\n".join(lines) + "\n")
+    (SHOTS / "report.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    if reporter is not None:  # shown even when the output of passing tests is captured
+        reporter.write_line("")
+        for line in lines:
+            reporter.write_line(line)
+    else:
+        print("\n".join(lines))
+
+
+def _problems(crawl, *keys):
+    found = [
+        f"{rel}: {key}: {item}"
+        for rel, r in crawl.items()
+        for key in keys
+        for item in r.get(key, [])
+    ]
+    return "\n".join(found[:60]) + (f"\n... and {len(found) - 60} more" if len(found) > 60 else "")
+
+
+def test_every_page_was_opened_and_photographed(crawl, request):
+    pages, redirects = _pages(request.getfixturevalue("site")[0])
+    assert sorted(crawl) == sorted(pages + redirects)
+    for rel in pages:
+        shot = SHOTS / crawl[rel]["screenshot"]
+        assert shot.exists() and shot.stat().st_size > 1000, f"no screenshot of {rel}"
+
+
+def test_no_page_loads_anything_from_another_host(crawl):
+    assert not _problems(crawl, "blocked"), _problems(crawl, "blocked")
+
+
+def test_no_javascript_errors_or_failed_requests(crawl):
+    assert not _problems(crawl, "console", "failed"), _problems(crawl, "console", "failed")
+
+
+def test_formulas_are_typeset(crawl):
+    keys = ("unrendered_math", "tex_errors", "raw_tex")
+    assert not _problems(crawl, *keys), _problems(crawl, *keys)
+
+
+def test_mermaid_bertviz_and_widgets_render(crawl):
+    keys = ("mermaid_missing", "mermaid_errors", "bertviz_empty", "widgets_unrendered")
+    assert not _problems(crawl, *keys), _problems(crawl, *keys)
+
+
+def test_every_image_loads(crawl):
+    assert not _problems(crawl, "images_broken"), _problems(crawl, "images_broken")
+
+
+def test_local_links_and_anchors_resolve(crawl):
+    assert not _problems(crawl, "broken_links"), _problems(crawl, "broken_links")

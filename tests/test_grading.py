@@ -1,0 +1,289 @@
+"""Bulk grading without Docker: scripts/grade_submissions.py.
+
+The slow test builds the Chapter 1 autograder, writes a folder of submissions (the
+solution, the blank student notebook, a partly right one from ``MUTANTS``, one whose cell
+raises, a corrupted file, an infinite loop and one that kills its kernel), grades it with
+the command line and checks every cell of the CSV. The others check the pieces on
+hand-made files and keep the instructors' page in step with ``_config.yml``.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import importlib.util
+import json
+import re
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import psutil
+import pytest
+from test_assignments import MUTANTS
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location(
+    "grading_cli", ROOT / "scripts/grade_submissions.py"
+)
+grading = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = grading  # dataclasses look their module up here
+_spec.loader.exec_module(grading)
+assignments = grading.assignments
+
+NAME = "ch01_background"
+MUTANT = "perplexity without the minus sign"  # fails q2 - 1 and q2 - 2: q2 scores 1 of 3
+TIMEOUT = 20  # s per submission; a correct one takes about 4 s on an idle 2-core CPU
+MARKER = "LLM_BOOK_GRADING_TEST"  # an environment variable that tags the processes started
+
+# Every cell of the CSV. Errors leave the questions empty and score 0.
+EXPECTED = {
+    # student: (q1, q2, q3, q4, total, status, or the start of an error status)
+    "blank": ("0", "0", "0", "0", "0", "ok"),
+    "corrupted": ("", "", "", "", "0", "error: not a notebook (not JSON"),
+    "infinite_loop": ("", "", "", "", "0", f"error: timeout (still running after {TIMEOUT} s)"),
+    "kernel_crash": ("", "", "", "", "0", "error: kernel crash"),
+    "partly_right": ("3", "1", "4", "2", "10", "ok"),
+    "raises": ("0", "3", "4", "2", "9", "ok"),
+    "solution": ("3", "3", "4", "2", "12", "ok"),
+}
+
+
+def write_submissions(dist: Path, folder: Path) -> Path:
+    """One submission of each kind in FOLDER, from an ``otter assign`` output DIST."""
+    solution = dist / "autograder" / f"{NAME}.ipynb"
+    edit = assignments.edit_notebook
+    folder.mkdir(parents=True)
+    (folder / "solution.ipynb").write_bytes(solution.read_bytes())
+    (folder / "blank.ipynb").write_bytes((dist / "student" / f"{NAME}.ipynb").read_bytes())
+    # a folder per student, as an LMS download gives, with the notebook nested inside
+    mutant = MUTANTS[NAME][MUTANT]
+    edit(solution, folder / "partly_right" / "download" / f"{NAME}.ipynb", mutant.old, mutant.new)
+    q1 = "def bigram_counts("  # the start of question 1's answer
+    edit(solution, folder / "raises.ipynb", q1, f"raise RuntimeError('oops')\n\n\n{q1}")
+    # One C call that never ends holds the GIL, so the kernel cannot notice otter's end.
+    loop = "sum(range(10**18))"
+    edit(solution, folder / "infinite_loop.ipynb", q1, f"{loop}\n\n\n{q1}")
+    edit(solution, folder / "kernel_crash.ipynb", q1, f"import os\n\nos._exit(1)\n\n\n{q1}")
+    (folder / "corrupted.ipynb").write_bytes(solution.read_bytes()[:100])  # a cut download
+    (folder / "notes.txt").write_text("not a submission: skipped")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory):
+    """The Chapter 1 assignment built into a temporary folder (the repository is untouched)."""
+    out = tmp_path_factory.mktemp("dist") / "dist"
+    master = assignments.ASSIGNMENTS / NAME / f"{NAME}.ipynb"
+    assignments.assign(master, out, run_tests=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def graded(dist, tmp_path_factory):
+    """Run the command line on the folder of submissions once; return its CSV rows."""
+    tmp = tmp_path_factory.mktemp("grading")
+    subs = write_submissions(dist, tmp / "submissions")
+    (autograder,) = (dist / "autograder").glob("*.zip")
+    scores = tmp / "scores.csv"
+    argv = ["grade", NAME, str(subs), "--out", str(scores), "--autograder", str(autograder)]
+    argv += ["-j", "2", "--timeout", str(TIMEOUT), "--keep", str(tmp / "results")]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(MARKER, str(tmp))  # inherited by otter and its kernels: find them later
+        start = time.perf_counter()
+        assert grading.main(argv) == 0
+        seconds = time.perf_counter() - start
+    with open(scores, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    return rows, seconds, tmp / "results"
+
+
+@pytest.mark.slow
+def test_csv_has_the_expected_score_for_every_question(graded):
+    rows, _, _ = graded
+    assert rows[0] == ["student", "q1", "q2", "q3", "q4", "total", "max", "status"]
+    got = {row[0]: row[1:] for row in rows[1:]}
+    assert sorted(got) == sorted(EXPECTED)  # notes.txt skipped, the folder named by student
+    for student, (*cells, status) in EXPECTED.items():
+        *got_cells, got_max, got_status = got[student]
+        assert got_cells == cells, f"{student}: {got_cells}"
+        assert got_max == "12"
+        assert got_status.startswith(status), f"{student}: {got_status}"
+
+
+@pytest.mark.slow
+def test_bad_submissions_do_not_slow_down_or_leak(graded):
+    _, seconds, results = graded
+    # the infinite loop is stopped at its timeout while the other worker grades the rest
+    assert seconds < TIMEOUT + 40
+    # its kernel runs in a session of its own and outlives otter: it must be killed too
+    left = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.environ().get(MARKER) == str(results.parent):
+                left.append(proc.info["cmdline"])
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    assert not left
+
+
+@pytest.mark.slow
+def test_keep_saves_each_students_otter_results(graded):
+    _, _, results = graded
+    partly = json.loads((results / "partly_right.json").read_text())
+    q2 = next(t for t in partly["tests"] if t.get("name") == "q2")
+    assert (q2["score"], q2["max_score"]) == (1, 3)
+    assert "q2 - 1 result:" in q2["output"]  # the feedback a student can be given
+    assert "DeadKernelError" in (results / "kernel_crash.log").read_text()
+    assert not (results / "corrupted.log").exists()  # never reached otter
+
+
+@pytest.mark.slow
+def test_student_zip_holds_the_notebook_and_public_tests(dist, tmp_path):
+    out = tmp_path / f"{NAME}.zip"
+    grading.zip_folder(dist / "student", out, f"{NAME}/")
+    grading.zip_folder(dist / "student", out, "other/")  # a second folder: appended
+    names = [f"{NAME}.ipynb", "tests/q1.py", "tests/q2.py", "tests/q3.py", "tests/q4.py"]
+    expected = [f"{NAME}/{n}" for n in names] + [f"other/{n}" for n in names]
+    assert zipfile.ZipFile(out).namelist() == expected
+
+
+@pytest.mark.slow
+def test_hidden_tests_carry_most_of_the_points(dist):
+    """chapters/instructors.md: hidden tests carry 8 of the Chapter 1 assignment's 12 points."""
+    tests = dist / "autograder" / "tests"
+    hidden = 0
+    for question, cases in assignments.case_names(tests).items():
+        text = (tests / f"{question}.py").read_text()
+        weights = ast.literal_eval(re.search(r"^points = (.*)$", text, re.MULTILINE).group(1))
+        hidden += sum(w for w, (_, is_hidden) in zip(weights, cases) if is_hidden)
+    _, points = grading.autograder_questions(next((dist / "autograder").glob("*.zip")))
+    assert (hidden, sum(points.values())) == (8, 12)
+
+
+# ---------------------------------------------------------------- fast: hand-made inputs
+
+
+def test_find_submissions_by_file_or_folder(tmp_path):
+    nb = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    for rel in [
+        "alice.ipynb",
+        "bob/Downloads/whatever.ipynb",  # one notebook at any depth
+        "carol/ch01_background.ipynb",  # among several, the one named after the assignment
+        "carol/scratch.ipynb",
+        "dan/a.ipynb",
+        "dan/b.ipynb",
+        "erin/.ipynb_checkpoints/erin-checkpoint.ipynb",
+        "__MACOSX/alice.ipynb",
+        ".hidden.ipynb",
+    ]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(nb)
+    (tmp_path / "alice.pdf").write_text("")
+    subs, skipped = grading.find_submissions(tmp_path, "ch01_background")
+    got = {
+        s.student: (s.path and s.path.relative_to(tmp_path).as_posix(), s.problem) for s in subs
+    }
+    assert got == {
+        "alice": ("alice.ipynb", ""),
+        "bob": ("bob/Downloads/whatever.ipynb", ""),
+        "carol": ("carol/ch01_background.ipynb", ""),
+        "dan": (None, "several notebooks (a.ipynb, b.ipynb)"),
+        "erin": (None, "no .ipynb file in the folder"),
+    }
+    assert skipped == [tmp_path / "alice.pdf"]
+    (tmp_path / "bob.ipynb").write_text(nb)
+    with pytest.raises(SystemExit, match="bob"):
+        grading.find_submissions(tmp_path, "ch01_background")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'{"cells": [', "not a notebook (not JSON"),
+        (b"\x89PNG\r\n", "not a notebook (not JSON"),
+        (b"[1, 2]", "not a notebook (no list of cells)"),
+        (b'{"cells": [], "nbformat": 3}', "not a notebook in format 4"),
+        (b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}', ""),
+    ],
+)
+def test_notebook_problem(tmp_path, content, problem):
+    path = tmp_path / "x.ipynb"
+    path.write_bytes(content)
+    got = grading.notebook_problem(path)
+    assert got.startswith(problem) and bool(got) == bool(problem)
+
+
+def test_failure_reason_names_the_cause():
+    dead = "Traceback (most recent call last):\n  ...\n"
+    dead += "nbclient.exceptions.DeadKernelError: Kernel died\n"
+    assert grading.failure_reason(dead).startswith("kernel crash")
+    wrong = (
+        "otter.run.run_autograder.utils.OtterRuntimeError: Received submission for assignment"
+        " 'ch02_core_concepts' (this is assignment 'ch01_background')\n"
+    )
+    assert grading.failure_reason(wrong) == (
+        "Received submission for assignment 'ch02_core_concepts' (this is assignment "
+        "'ch01_background')"
+    )
+    assert grading.failure_reason("") == "otter printed nothing"
+
+
+def test_autograder_questions_in_natural_order_with_their_points(tmp_path):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("otter_config.json", '{"assignment_name": "hw"}')
+        zf.writestr("tests/q10.py", 'name = "q10"\npoints = 2\n')
+        zf.writestr("tests/q2.py", 'name = "q2"\npoints = [1, 2, 0.5]\n')
+        zf.writestr("tests/q3.py", 'name = "q3"\n')  # otter's default points
+        zf.writestr("run_otter.py", 'name = "not a test"\n')
+    assert grading.autograder_questions(path) == ("hw", {"q2": 3.5, "q3": None, "q10": 2.0})
+
+
+def test_write_csv_format(tmp_path):
+    results = [
+        grading.Result("bo", "ok", {"q1": 1.0, "q2": 0.5}),
+        grading.Result("al", "error: timeout, twice"),
+    ]
+    grading.write_csv(tmp_path / "s.csv", {"q1": 1.0, "q2": 2.0}, results)
+    assert (tmp_path / "s.csv").read_text().splitlines() == [
+        "student,q1,q2,total,max,status",
+        "bo,1,0.5,1.5,3,ok",
+        'al,,,0,3,"error: timeout, twice"',
+    ]
+
+
+# ---------------------------------------------------------------- links
+
+
+def test_handout_never_replaces_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "thesis.tex").write_text("")
+    with pytest.raises(SystemExit, match="not empty"):
+        grading.handout(assignments.find_masters(), tmp_path)
+    assert (tmp_path / "thesis.tex").exists()
+
+
+def test_colab_links_open_the_folder_the_setup_cell_enters():
+    config = grading.yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo = config["repository"]["url"].removeprefix("https://github.com/")
+    for master in assignments.find_masters():
+        nb = grading.student_notebook(master)
+        assert nb.is_file(), f"{nb} missing: {assignments.REBUILD_HINT}"
+        url = grading.colab_url(nb)
+        rel = nb.relative_to(ROOT).as_posix()
+        assert url == f"https://colab.research.google.com/github/{repo}/blob/main/{rel}"
+        setup = grading.sync_setup_cells.setup_source(master)
+        assert f'os.chdir("{grading.sync_setup_cells.CLONE}/{nb.parent.relative_to(ROOT)}")' in (
+            setup
+        )
+
+
+def test_instructors_page_links_every_assignment_to_colab():
+    page = (ROOT / "chapters/instructors.md").read_text()
+    hint = "update the table in chapters/instructors.md from `grade_submissions.py links`"
+    for master in assignments.find_masters():
+        assert grading.colab_url(grading.student_notebook(master)) in page, hint
+    prefix = grading.colab_url(ROOT / "assignments")  # repository, branch and path
+    for url in re.findall(r"https://colab\.research\.google\.com/\S+?\.ipynb", page):
+        assert url.startswith(prefix), f"{url}: {hint}"
