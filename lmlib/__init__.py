@@ -17,6 +17,8 @@
 - `lmlib.rag`: passages, BM25 and dense retrieval, prompts with context (Chapter 6)
 - `lmlib.chat`: a multi-turn chat loop within the context window, streamed (Chapter 6)
 - `lmlib.sandbox`: running generated code against unit tests with limits (Chapter 6)
+- `lmlib.efficiency`: quantization, weight memory, sliding-window perplexity, memorization
+  and compute-optimal sizes (Chapter 7)
 """
 
 from lmlib.runtime import (
