@@ -60,8 +60,9 @@ def few_shot_prefix(demos, label_words, template: str = TEMPLATE, sep: str = "\n
                    for ex in demos)  # fmt: skip
 
 
-def _shared_tokens(tokenizer, prefix: str, prompts: list[str]) -> int:
-    """How many leading tokens of ``prefix + prompt`` are the same for every prompt.
+def _shared_tokens(prefix_ids: list[int], full: list[list[int]]) -> int:
+    """How many leading tokens of the tokenized ``prefix + prompt`` rows are the same in
+    every row and in the prefix tokenized alone.
 
     Tokenizing the prefix alone is not enough: BPE can merge across the seam (a prefix ending
     in "\\n\\n" is one token alone, but may be split differently before "Review"). The tokens
@@ -71,12 +72,11 @@ def _shared_tokens(tokenizer, prefix: str, prompts: list[str]) -> int:
     def common(a: list[int], b: list[int]) -> int:
         return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
-    first = tokenizer.encode(prefix + prompts[0])
-    n = common(tokenizer.encode(prefix), first)
-    for prompt in prompts[1:]:
-        n = common(first[:n], tokenizer.encode(prefix + prompt))
+    n = common(prefix_ids, full[0])
+    for row in full[1:]:
+        n = common(full[0][:n], row)
     # Keep at least one token of each prompt to run: its output scores the first word token.
-    return min([n] + [len(tokenizer.encode(prefix + p)) - 1 for p in prompts])
+    return min([n] + [len(row) - 1 for row in full])
 
 
 @torch.no_grad()
@@ -93,8 +93,8 @@ def label_word_logprobs_with_prefix(
     words = [tokenizer.encode(w, add_special_tokens=False) for w in label_words]
     if not all(words):
         raise ValueError(f"every label word needs at least one token: {label_words}")
-    n_shared = _shared_tokens(tokenizer, prefix, prompts)
-    full = [tokenizer.encode(prefix + p) for p in prompts]
+    full = [tokenizer.encode(prefix + p) for p in prompts]  # each prompt tokenized once
+    n_shared = _shared_tokens(tokenizer.encode(prefix), full)
     shared = full[0][:n_shared]
     device = next(model.parameters()).device
     was_training = model.training
