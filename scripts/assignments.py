@@ -216,8 +216,17 @@ def parse_results(results: dict, expected: dict[str, list[tuple[str, bool]]]) ->
 
 def grade(autograder_zip: Path, notebook: Path, workdir: Path) -> Grade:
     """Grade NOTEBOOK with ``otter run`` (no Docker) in a fresh subfolder of WORKDIR."""
-    out = Path(tempfile.mkdtemp(prefix=f"{notebook.stem}-", dir=workdir))
-    otter("run", "--no-logo", "-a", str(autograder_zip), "-o", str(out), str(notebook))
+    for attempt in (1, 2):
+        out = Path(tempfile.mkdtemp(prefix=f"{notebook.stem}-", dir=workdir))
+        try:
+            otter("run", "--no-logo", "-a", str(autograder_zip), "-o", str(out), str(notebook))
+            break
+        except RuntimeError as err:
+            # Kernels started at the same moment can pick the same free port (jupyter_client
+            # finds ports, then binds them later); the loser dies before it answers. That is
+            # the start-up, not the submission, so it gets one more try.
+            if attempt == 2 or "Kernel died before replying to kernel_info" not in str(err):
+                raise
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     return parse_results(results, case_names(autograder_zip.parent / "tests"))
 
