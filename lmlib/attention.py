@@ -34,6 +34,8 @@ import torch.nn.functional as F
 def causal_mask(T: int, device=None) -> torch.Tensor:
     """Bool (T, T) mask, True where query t may attend to key s, i.e. s <= t.
 
+    Implements equation :eq:`eq-causal-mask` of Chapter 4 (:ref:`its tests <test-eq-causal-mask>`).
+
     >>> causal_mask(3)
     tensor([[ True, False, False],
             [ True,  True, False],
@@ -44,6 +46,8 @@ def causal_mask(T: int, device=None) -> torch.Tensor:
 
 def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """exp(x) / sum(exp(x)) along `dim`, computed so that large inputs do not overflow.
+
+    Implements equation :eq:`eq-softmax` of Chapter 4 (:ref:`its tests <test-eq-softmax>`).
 
     Subtracting the max changes nothing mathematically (the factor exp(-max) cancels) but
     keeps every exponent <= 0, so exp never exceeds 1. exp(1000.) alone is inf in float32.
@@ -60,6 +64,10 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 def scaled_dot_product_attention(q, k, v, mask=None, return_weights=False):
     """softmax(q kᵀ / √hs) v, written out step by step.
+
+    Implements equation :eq:`eq-masked-attention` of Chapter 3
+    (:ref:`its tests <test-eq-masked-attention>`); and equation :eq:`eq-attention` of Chapter 4
+    (:ref:`its tests <test-eq-attention>`).
 
     q is (B, nh, T, hs); k and v are (B, nh, S, hs). `mask` is a bool tensor broadcastable
     to (B, nh, T, S), True where attention is allowed. Returns out (B, nh, T, hs), and the
@@ -100,6 +108,9 @@ def scaled_dot_product_attention(q, k, v, mask=None, return_weights=False):
 
 class MultiHeadAttention(nn.Module):
     """Self-attention with `n_heads` heads over x (B, T, C), C = d_model.
+
+    Implements equation :eq:`eq-qkv` of Chapter 4 (:ref:`its tests <test-eq-qkv>`); and equation
+    :eq:`eq-multihead` of Chapter 4 (:ref:`its tests <test-eq-multihead>`).
 
     Q, K and V come from three different learned projections: a token's query (what it looks
     for), key (what it offers) and value (what it passes on) need not be the same vector.
@@ -145,6 +156,8 @@ class MultiHeadAttention(nn.Module):
 def sinusoidal_positions(T: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
     """Vaswani et al.'s (T, d_model) table: PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos.
 
+    Implements equation :eq:`eq-sinusoidal` of Chapter 3 (:ref:`its tests <test-eq-sinusoidal>`).
+
     Each pair of channels is a clock of a different speed, from one turn every 2π positions
     down to one every 2π·base. Position 0 is [0, 1, 0, 1, ...]; with d = 4 the second clock
     runs at 1 / 10000^(2/4) = 1/100 radian per position.
@@ -164,6 +177,8 @@ def sinusoidal_positions(T: int, d_model: int, base: float = 10000.0) -> torch.T
 
 def rope_cache(head_dim: int, T: int, base: float = 10000.0, device=None, dtype=torch.float32):
     """cos and sin tables, each (T, head_dim), for rotary embeddings at positions 0..T-1.
+
+    Implements equation :eq:`eq-rope` of Chapter 3 (:ref:`its tests <test-eq-rope>`).
 
     Channel j and channel j + head_dim/2 form a pair rotated by angle p * base^(-2j/head_dim)
     (Hugging Face Llama's layout: halves, not interleaved neighbours), so both halves of the
@@ -195,6 +210,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x (B, nh, T, hs) by the angles in cos, sin (T, hs); slice them for an offset.
 
+    Implements equation :eq:`eq-rope` of Chapter 3 (:ref:`its tests <test-eq-rope>`).
+
     A 2-D rotation by θ is (a, b) -> (a cosθ - b sinθ, b cosθ + a sinθ). Rotating q by mθ
     and k by nθ leaves q·k depending only on (m - n)θ: relative position for free.
 
@@ -209,6 +226,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 class LayerNorm(nn.Module):
     """(x - mean) / sqrt(var + eps) * weight + bias over the last dim (GPT-2's norm).
+
+    Implements equation :eq:`eq-layernorm` of Chapter 4 (:ref:`its tests <test-eq-layernorm>`).
 
     The variance is the biased one (divide by C, not C - 1), as in nn.LayerNorm.
 
@@ -232,6 +251,8 @@ class LayerNorm(nn.Module):
 class RMSNorm(nn.Module):
     """x / sqrt(mean(x²) + eps) * weight (Llama's norm): LayerNorm without the mean or bias.
 
+    Implements equation :eq:`eq-rmsnorm` of Chapter 4 (:ref:`its tests <test-eq-rmsnorm>`).
+
     Computed in float32 and cast back, as Hugging Face's LlamaRMSNorm does, because squaring
     bf16/fp16 activations loses too much precision.
 
@@ -254,6 +275,8 @@ class RMSNorm(nn.Module):
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """GELU's tanh approximation, GPT-2's "gelu_new": 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))).
 
+    Implements equation :eq:`eq-ffn` of Chapter 4 (:ref:`its tests <test-eq-ffn>`).
+
     >>> gelu_tanh(torch.tensor([0.0, 10.0]))  # ~0 for x << 0, ~x for x >> 0
     tensor([ 0., 10.])
     """
@@ -262,6 +285,8 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 class GELUMLP(nn.Module):
     """GPT-2's feed-forward network: c_proj(gelu(c_fc(x))), (B, T, C) -> (B, T, C).
+
+    Implements equation :eq:`eq-ffn` of Chapter 4 (:ref:`its tests <test-eq-ffn>`).
 
     >>> tuple(GELUMLP(d_model=8, hidden=32)(torch.randn(2, 3, 8)).shape)
     (2, 3, 8)
@@ -278,6 +303,8 @@ class GELUMLP(nn.Module):
 
 class SwiGLU(nn.Module):
     """Llama's feed-forward network: down(silu(gate(x)) * up(x)), (B, T, C) -> (B, T, C).
+
+    Implements equation :eq:`eq-swiglu` of Chapter 4 (:ref:`its tests <test-eq-swiglu>`).
 
     What it adds over GELUMLP: a second projection `up` that is multiplied by the activated
     `gate`, so the network learns which hidden units to let through for each token. The

@@ -220,6 +220,9 @@ def _logits(model, idx: torch.Tensor) -> torch.Tensor:
 def sliding_window_perplexity(model, ids, window: int, stride: int | None = None) -> float:
     """exp(mean negative log-likelihood) of every token of ``ids`` after the first.
 
+    Implements equation :eq:`eq-cross-entropy` of Chapter 4
+    (:ref:`its tests <test-eq-cross-entropy>`).
+
     A model sees at most ``window`` tokens, so a long text is scored in blocks of ``stride``
     targets; each block is predicted from the ``window`` tokens just before it (fewer at the
     start). Every token is scored exactly once, with at least ``window - stride`` tokens of
@@ -299,6 +302,9 @@ def memorization_rate(model, data, starts, prefix_len: int, suffix_len: int) -> 
 
 def compute_optimal(flops: float, tokens_per_param: float = 20.0) -> tuple[float, float]:
     """Parameters N and training tokens D that spend ``flops`` compute-optimally.
+
+    Implements equation :eq:`eq-training-flops` of Chapter 4
+    (:ref:`its tests <test-eq-training-flops>`).
 
     Training costs C = 6 N D FLOPs; Hoffmann et al. (2022) found loss lowest for a given C at
     about D = 20 N. Together: N = sqrt(C / (6 * 20)), D = 20 N.

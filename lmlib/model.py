@@ -332,6 +332,9 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     """Pre-norm block: normalizing each branch's input, not the sum, keeps deep stacks stable.
 
+    Implements equation :eq:`eq-prenorm-block` of Chapter 3
+    (:ref:`its tests <test-eq-prenorm-block>`).
+
     GPT-2 and Llama blocks differ only in the four parts passed in. Keyword arguments (the
     mask, a layer's cache, RoPE angles) go to the attention unchanged.
     """
@@ -360,7 +363,11 @@ def _run_blocks(blocks: nn.ModuleList, x: torch.Tensor, return_attention: bool, 
 
 
 class GPT(nn.Module):
-    """GPT-2: learned token and position embeddings, pre-norm blocks, a tied output layer."""
+    """GPT-2: learned token and position embeddings, pre-norm blocks, a tied output layer.
+
+    Implements equation :eq:`eq-output-layer` of Chapter 3
+    (:ref:`its tests <test-eq-output-layer>`).
+    """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -522,7 +529,11 @@ _LLAMA_RENAMES = (
 
 
 class Llama(nn.Module):
-    """Llama: RoPE instead of a position table, RMSNorm, grouped-query attention, SwiGLU."""
+    """Llama: RoPE instead of a position table, RMSNorm, grouped-query attention, SwiGLU.
+
+    Implements equation :eq:`eq-output-layer` of Chapter 3
+    (:ref:`its tests <test-eq-output-layer>`).
+    """
 
     def __init__(self, config: LlamaConfig):
         super().__init__()
@@ -619,6 +630,9 @@ def _init_weights(model: nn.Module, n_layer: int, residual: tuple[str, ...]) -> 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Parameters per component; a tied lm_head shares the embedding and counts once.
+
+    Implements equation :eq:`eq-parameter-count` of Chapter 4
+    (:ref:`its tests <test-eq-parameter-count>`).
 
     >>> cfg = GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=1, d_model=4)
     >>> count_parameters(GPT(cfg))  # wte 10*4 + wpe 8*4; c_attn 4*12+12, c_proj 4*4+4; ...

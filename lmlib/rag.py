@@ -111,8 +111,10 @@ def search_tokens(text: str) -> list[str]:
 class BM25:
     """Okapi BM25 (Robertson and Zaragoza, 2009), the classic lexical ranking function.
 
-    score(q, d) = sum over query words w of
+    score(q, d) = sum over query words w of::
+
         idf(w) * f(w, d) * (k1 + 1) / (f(w, d) + k1 * (1 - b + b * |d| / avgdl))
+
     with idf(w) = ln(1 + (N - n_w + 0.5) / (n_w + 0.5)): a word found in few of the N
     passages counts a lot; repeats saturate (k1); long passages are discounted (b).
     """

@@ -7,6 +7,8 @@ comparison with SmolLM2-135M's real weights, including greedy generation.
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 transformers = pytest.importorskip("transformers")
 
@@ -123,6 +125,30 @@ def test_gpt_ties_the_output_layer_to_the_embedding(gpt_pair):
     counts = count_parameters(ours)
     assert "lm_head" not in counts
     assert counts["total"] == sum(p.numel() for p in ours.parameters())
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    n_layer=st.integers(1, 4),
+    n_head=st.integers(1, 4),
+    head_size=st.integers(1, 8),
+    vocab=st.integers(2, 300),
+    block_size=st.integers(1, 64),
+)
+def test_gpt_parameter_count_is_12_l_d_squared_plus_embeddings(
+    n_layer, n_head, head_size, vocab, block_size
+):
+    """Chapter 4's estimate N = 12 L d^2 + (V + T_max) d, exact once biases and norms are added.
+
+    Per block: c_attn 3d^2 + 3d, c_proj d^2 + d, c_fc 4d^2 + 4d, the MLP's c_proj 4d^2 + d and
+    two LayerNorms 4d, so 12d^2 + 13d; then the embeddings (V + T_max) d and the final norm 2d.
+    """
+    L, d = n_layer, n_head * head_size
+    cfg = GPTConfig(block_size=block_size, vocab_size=vocab, n_layer=L, n_head=n_head, d_model=d)
+    counts = count_parameters(GPT(cfg))
+    assert counts["total"] == 12 * L * d**2 + 13 * L * d + (vocab + block_size) * d + 2 * d
+    assert counts["embeddings"] == (vocab + block_size) * d
+    assert counts["attention"] + counts["mlp"] == 12 * L * d**2 + 9 * L * d
 
 
 def test_llama_untied_head_is_counted_and_copied(llama_pair):
