@@ -51,6 +51,7 @@ format: install
 
 sync: install
 	$(PY) scripts/sync_setup_cells.py
+	$(PY) scripts/api_pages.py
 	$(PY) scripts/assignments.py build
 
 assignments: install
