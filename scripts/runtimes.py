@@ -1,0 +1,308 @@
+"""How long each chapter notebook takes to run: measured by the test suite, shown on its page.
+
+`chapters/runtimes.json` is written by the test run, never by hand. This file has two roles:
+
+- pytest helpers, called from the root conftest.py: a `Recorder` sums, per notebook, the
+  setup + call + teardown durations of its nbval cell items (the kernel's start and stop are
+  in the first cell's setup and the last cell's teardown). At the end of the session
+  `record` writes an entry for every chapter notebook whose cells all ran and passed in that
+  session; entries of notebooks not run are kept. A `-k` or `-x` run, a failed or skipped
+  cell, `--nbval-lax` or a notebook outside chapters/ records nothing.
+- Sphinx extension, loaded through `sphinx: local_extensions` in _config.yml: under the
+  title of every page that has an entry it puts one line, e.g. "This notebook runs top to
+  bottom in about 3 min on a 2-core CPU (measured by the test suite, 2026-11-23)." It is
+  in the site only: the notebooks themselves (Colab, Binder, download) do not change.
+
+An entry, keyed by the page's name in _toc.yml ("chapters/01_background"):
+
+    {"accelerator": "cpu", "cells": 31, "cpu_count": 2,
+     "cpu_model": "Intel(R) Xeon(R) Processor", "date": "2026-11-23", "seconds": 84.2,
+     "torch": "2.13.0+cpu"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = "chapters"  # only notebooks directly in this folder are recorded
+RUNTIMES_FILE = ROOT / CHAPTERS / "runtimes.json"
+UNDER_A_MINUTE_S = 45  # below this the note says "under a minute" rather than "about 1 min"
+PHASES = ("setup", "call", "teardown")
+NOTE_CLASS = "runtime-note"  # the CSS class of the note on a page (tests look for it)
+
+# what every entry holds, and the type of each value (cpu_model may be unknown: None)
+FIELDS = {
+    "accelerator": str,
+    "cells": int,
+    "cpu_count": int,
+    "cpu_model": (str, type(None)),
+    "date": str,
+    "seconds": (int, float),
+    "torch": str,
+}
+
+
+class RuntimesFileError(ValueError):
+    """chapters/runtimes.json cannot be read as the test suite writes it."""
+
+
+# --------------------------------------------------------------------------- the JSON file
+
+
+def _fix_hint(path: Path) -> str:
+    return (
+        f"{path} is written by the test suite, never by hand: restore it from git, or delete "
+        "it and run the notebooks' nbval tests (`make test`) to measure them again"
+    )
+
+
+def load(path: Path = RUNTIMES_FILE) -> dict[str, dict]:
+    """The entries of a runtimes file; {} when there is no file yet.
+
+    Raises RuntimesFileError (a ValueError) naming the file when it is not valid JSON or an
+    entry lacks a field."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RuntimesFileError(f"{path} is not valid JSON ({err}); {_fix_hint(path)}") from err
+    if not isinstance(entries, dict):
+        raise RuntimesFileError(f"{path} must hold a JSON object; {_fix_hint(path)}")
+    for name, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise RuntimesFileError(f"{path}: entry {name!r} is not an object; {_fix_hint(path)}")
+        for key, kind in FIELDS.items():
+            value = entry.get(key, ...)
+            if value is ... or isinstance(value, bool) or not isinstance(value, kind):
+                raise RuntimesFileError(
+                    f"{path}: entry {name!r} has no valid {key!r}; {_fix_hint(path)}"
+                )
+    return entries
+
+
+def dumps(entries: dict[str, dict]) -> str:
+    """Deterministic JSON: sorted keys, indent 1, a final newline (a re-run changes numbers).
+
+    >>> print(dumps({"b": {"seconds": 1.5}, "a": {"cells": 2}}), end="")
+    {
+     "a": {
+      "cells": 2
+     },
+     "b": {
+      "seconds": 1.5
+     }
+    }
+    """
+    return json.dumps(entries, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+def save(entries: dict[str, dict], path: Path = RUNTIMES_FILE) -> None:
+    """Write the file in one step (a reader never sees half of it)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dumps(entries), encoding="utf-8")
+    tmp.replace(path)
+
+
+def record(
+    measured: dict[str, tuple[float, int]],
+    machine: dict,
+    date: str,
+    path: Path = RUNTIMES_FILE,
+) -> dict[str, dict]:
+    """Add or replace the entries of the notebooks in `measured` ({name: (seconds, cells)}),
+    keep all others, write the file and return what it now holds."""
+    entries = load(path)
+    for name, (seconds, cells) in measured.items():
+        entries[name] = {**machine, "seconds": round(seconds, 1), "cells": cells, "date": date}
+    save(entries, path)
+    return entries
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (the affinity mask), else all the machine has."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's name from /proc/cpuinfo (Linux), else what `platform` knows, else None.
+
+    x86 lists it as "model name", some ARM kernels as "Model" or "Hardware"."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for key in ("model name", "Model", "Hardware"):
+        for line in text.splitlines():
+            name, sep, value = line.partition(":")
+            if sep and name.strip() == key and value.strip():
+                return " ".join(value.split())
+    return platform.processor() or None
+
+
+def machine() -> dict:
+    """What the numbers were measured on. Imports torch: call it only when recording."""
+    import torch
+
+    return {
+        "accelerator": "cuda" if torch.cuda.is_available() else "cpu",
+        "cpu_count": cpu_count(),
+        "cpu_model": cpu_model(),
+        "torch": torch.__version__,
+    }
+
+
+def today() -> str:
+    """The UTC date, e.g. "2026-11-23"."""
+    return datetime.now(timezone.utc).date().isoformat()
+
+
+# --------------------------------------------------------------------------- pytest side
+
+
+def notebook_name(notebook: Path, root: Path = ROOT) -> str | None:
+    """The _toc.yml name of a chapter notebook, or None for any other file.
+
+    >>> notebook_name(ROOT / "chapters" / "01_background.ipynb")
+    'chapters/01_background'
+    >>> notebook_name(ROOT / "assignments" / "ch01" / "student" / "ch01.ipynb") is None
+    True
+    """
+    notebook = Path(notebook).resolve()
+    if notebook.suffix != ".ipynb" or notebook.parent != (Path(root) / CHAPTERS).resolve():
+        return None
+    return f"{CHAPTERS}/{notebook.stem}"
+
+
+@dataclass
+class _Notebook:
+    cells: set[str]  # node ids of every cell item collected (before -k deselects any)
+    seconds: float = 0.0
+    passed: dict[str, set[str]] = field(default_factory=dict)  # node id -> phases passed
+    spoiled: bool = False  # a phase failed or was skipped
+
+
+class Recorder:
+    """Sums the durations of nbval cell items per chapter notebook.
+
+    >>> r = Recorder()
+    >>> r.collected("chapters/x", ["x::Cell 0", "x::Cell 1"])
+    >>> for cell in ["x::Cell 0", "x::Cell 1"]:
+    ...     for phase in PHASES:
+    ...         r.report(cell, phase, "passed", 0.5)
+    >>> r.complete()
+    {'chapters/x': (3.0, 2)}
+    """
+
+    def __init__(self) -> None:
+        self.notebooks: dict[str, _Notebook] = {}
+        self._owner: dict[str, str] = {}  # cell node id -> notebook name
+
+    def collected(self, name: str, cell_ids: list[str]) -> None:
+        """All the cell items of one notebook, as collected (a -k run deselects later)."""
+        self.notebooks[name] = _Notebook(cells=set(cell_ids))
+        self._owner.update(dict.fromkeys(cell_ids, name))
+
+    def report(self, cell_id: str, when: str, outcome: str, duration: float) -> None:
+        """One phase ("setup", "call", "teardown") of one item; other items are ignored."""
+        name = self._owner.get(cell_id)
+        if name is None:
+            return
+        notebook = self.notebooks[name]
+        notebook.seconds += duration
+        if outcome == "passed":
+            notebook.passed.setdefault(cell_id, set()).add(when)
+        else:  # "failed", or "skipped" (NBVAL_SKIP, -x stopping, a failed fixture)
+            notebook.spoiled = True
+
+    def complete(self) -> dict[str, tuple[float, int]]:
+        """{name: (seconds, cells)} of the notebooks whose every cell passed every phase."""
+        done = {}
+        for name, nb in sorted(self.notebooks.items()):
+            every_phase = all(nb.passed.get(cell) == set(PHASES) for cell in nb.cells)
+            if nb.cells and every_phase and not nb.spoiled:
+                done[name] = (nb.seconds, len(nb.cells))
+        return done
+
+
+# --------------------------------------------------------------------------- the page note
+
+
+def describe(entry: dict) -> str:
+    """The sentence under a chapter's title.
+
+    >>> entry = {"seconds": 170.0, "cpu_count": 2, "accelerator": "cpu", "date": "2026-11-23"}
+    >>> print(describe(entry))  # doctest: +NORMALIZE_WHITESPACE
+    This notebook runs top to bottom in about 3 min on a 2-core CPU
+    (measured by the test suite, 2026-11-23).
+    >>> on_gpu = {**entry, "seconds": 44.9, "accelerator": "cuda"}
+    >>> print(describe(on_gpu))  # doctest: +NORMALIZE_WHITESPACE
+    This notebook runs top to bottom in under a minute on 1 GPU
+    (measured by the test suite, 2026-11-23).
+    """
+    seconds = entry["seconds"]
+    duration = (
+        "under a minute" if seconds < UNDER_A_MINUTE_S else f"about {round(seconds / 60)} min"
+    )
+    where = "1 GPU" if entry["accelerator"] == "cuda" else f"a {entry['cpu_count']}-core CPU"
+    return (
+        f"This notebook runs top to bottom in {duration} on {where} "
+        f"(measured by the test suite, {entry['date']})."
+    )
+
+
+def _load_for_build(app) -> None:
+    from sphinx.errors import ExtensionError
+
+    path = Path(app.srcdir) / CHAPTERS / "runtimes.json"
+    try:
+        app.runtimes = (path, load(path))  # read once per build
+    except RuntimesFileError as err:
+        raise ExtensionError(str(err)) from err
+
+
+def _add_note(app, doctree) -> None:
+    """Put the note right under the page title."""
+    from docutils import nodes
+    from sphinx.util import logging
+
+    docname = app.env.docname
+    if not docname.startswith(f"{CHAPTERS}/") or "/" in docname[len(CHAPTERS) + 1 :]:
+        return
+    if not str(app.env.doc2path(docname)).endswith(".ipynb"):
+        return
+    path, entries = app.runtimes
+    # re-read this page when the measurements change (an incremental build would not)
+    app.env.note_dependency(str(path))
+    entry = entries.get(docname)
+    if entry is None:
+        logging.getLogger(__name__).info(
+            f"runtimes: no measured time for {docname} in {path.name}: no note on its page"
+        )
+        return
+    title = doctree.next_node(nodes.title)  # the page title: its first heading
+    if title is None:
+        return
+    text = nodes.emphasis(text=describe(entry))
+    title.parent.insert(
+        title.parent.index(title) + 1, nodes.paragraph("", "", text, classes=[NOTE_CLASS])
+    )
+
+
+def setup(app):
+    app.connect("builder-inited", _load_for_build)
+    app.connect("doctree-read", _add_note)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
