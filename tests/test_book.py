@@ -3,32 +3,19 @@
 The `site` fixture (one build shared with tests/test_browser.py) is in tests/conftest.py."""
 
 import html as html_lib
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
+from scripts_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _load_runtimes():
-    """scripts/runtimes.py as a module (scripts/ is no package), as the root conftest.py
-    loads it."""
-    if "book_runtimes" in sys.modules:
-        return sys.modules["book_runtimes"]
-    spec = importlib.util.spec_from_file_location("book_runtimes", ROOT / "scripts/runtimes.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-runtimes = _load_runtimes()
+runtimes = load_script("runtimes")
 
 
 def toc_files():

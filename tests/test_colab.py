@@ -18,20 +18,16 @@ it to stay within a few minutes (the CLI gives every notebook a fresh one).
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from scripts_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("colab_sim", ROOT / "scripts/colab_sim.py")
-colab_sim = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = colab_sim  # dataclasses look their module up here
-_spec.loader.exec_module(colab_sim)
+colab_sim = load_script("colab_sim")
 
 pytestmark = pytest.mark.slow
 

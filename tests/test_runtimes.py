@@ -4,7 +4,6 @@ The last test runs pytest with nbval on a two-cell notebook in a copy of the rep
 layout, so the real hooks of the root conftest.py are what is checked there."""
 
 import doctest
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -17,23 +16,12 @@ from docutils import nodes
 from docutils.core import publish_doctree
 from hypothesis import given
 from hypothesis import strategies as st
+from scripts_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_runtimes():
-    """scripts/runtimes.py as a module (scripts/ is no package); the root conftest.py loads
-    the same file under the same name."""
-    if "book_runtimes" in sys.modules:
-        return sys.modules["book_runtimes"]
-    spec = importlib.util.spec_from_file_location("book_runtimes", ROOT / "scripts/runtimes.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-runtimes = _load_runtimes()
+runtimes = load_script("runtimes")
 PHASES = runtimes.PHASES
 CELLS = [f"chapters/x.ipynb::Cell {i}" for i in range(3)]
 MACHINE = {"accelerator": "cpu", "cpu_count": 2, "cpu_model": "Some CPU", "torch": "2.13.0"}
