@@ -17,6 +17,8 @@ import os
 import platform
 import random
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +90,26 @@ def get_device(prefer: str | None = None) -> torch.device:
     ):
         raise RuntimeError(f"device 'mps' was requested but is not available; unset {DEVICE_ENV}")
     return torch.device(choice.lower())
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put ``model`` in evaluation mode for a block, and restore the mode it had on the way
+    out, also when the block raises (a model left in eval mode trains without dropout).
+
+    >>> net = torch.nn.Dropout(0.5)
+    >>> with eval_mode(net):
+    ...     net.training
+    False
+    >>> net.training
+    True
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def cache_root() -> Path:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from scripts_loader import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("assignments_cli", ROOT / "scripts/assignments.py")
 assignments = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = assignments  # dataclasses look their module up here

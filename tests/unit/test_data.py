@@ -33,7 +33,7 @@ def _shared_data() -> Path:
     """The offline copy: $LMLIB_DATA_DIR if set, else ../shared/data beside the repository."""
     if value := os.environ.get("LMLIB_DATA_DIR"):
         return Path(value).expanduser().resolve()
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 SHARED = _shared_data()

@@ -23,7 +23,7 @@ import psutil
 import pytest
 from test_assignments import MUTANTS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(
     "grading_cli", ROOT / "scripts/grade_submissions.py"
 )

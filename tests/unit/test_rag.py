@@ -7,7 +7,7 @@ import pytest
 
 from lmlib.rag import BM25, DenseIndex, Passage, book_passages, rag_messages, split_markdown
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def P(i, text):

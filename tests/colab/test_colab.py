@@ -26,7 +26,7 @@ import nbformat
 import pytest
 from scripts_loader import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 colab_sim = load_script("colab_sim")
 
 pytestmark = pytest.mark.slow

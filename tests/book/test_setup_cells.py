@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("sync", ROOT / "scripts/sync_setup_cells.py")
 sync = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sync)

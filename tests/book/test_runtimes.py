@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scripts_loader import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 runtimes = load_script("runtimes")

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from scripts_loader import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHAPTERS = ["chapters/03_transformer.ipynb", "chapters/04_mathematics.ipynb"]
 EQUATIONS_PAGE = ROOT / "api" / "equations.md"
 api_pages = load_script("api_pages")
@@ -93,7 +93,7 @@ def _page_sections():
     sections = {}
     for block in re.split(r"\n(?=\(test-)", text)[1:]:
         label = re.match(r"\(test-([\w-]+)\)=", block).group(1)
-        tests = re.findall(r"```\{literalinclude\} \.\./tests/(\S+)\n:pyobject: (\w+)", block)
+        tests = re.findall(r"```\{literalinclude\} \.\./tests/unit/(\S+)\n:pyobject: (\w+)", block)
         sections[label] = (OBJECT_LINK.findall(block), tests)
     return sections
 
@@ -105,9 +105,9 @@ def test_the_equations_page_shows_existing_tests_for_every_equation():
         assert objects == equations[label][1], f"{label}: the page and the chapter differ"
         assert tests, f"{label}: no test shown"
         for file, function in tests:
-            tree = ast.parse((ROOT / "tests" / file).read_text())
+            tree = ast.parse((ROOT / "tests" / "unit" / file).read_text())
             names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-            assert function in names, f"{label}: tests/{file} has no {function}"
+            assert function in names, f"{label}: tests/unit/{file} has no {function}"
 
 
 def test_the_code_links_back_to_its_equations_and_only_to_real_ones():
