@@ -4,17 +4,20 @@ Every file the book reads is in one registry, ``DATASETS``, with its path relati
 folder, its public URL and its SHA-256 (from ``lmlib._sha256``). ``fetch(relpath)`` returns a
 local copy that matches that hash, looking in three places in turn:
 
-1. ``$LMLIB_DATA_DIR/<relpath>``, a folder you already have, such as the repository's
-   ``../shared/data`` (an offline copy with the same layout);
+1. ``$LMLIB_DATA_DIR/<relpath>``, a folder of copies you already have, with the same layout;
 2. the cache, ``$LMLIB_CACHE_DIR/data``, else ``$XDG_CACHE_HOME/lmlib/data``, else
    ``~/.cache/lmlib/data``, again as ``<cache>/<relpath>``;
-3. the public URL, downloaded into the cache (unless ``LMLIB_OFFLINE=1`` or
-   ``HF_HUB_OFFLINE=1``). A file that ships inside a zip archive names the archive's URL and
-   its ``member``; the archive is fetched and the member extracted and checked.
+3. a download into the cache, unless ``LMLIB_OFFLINE=1`` (the data sets' own switch: the
+   Hugging Face Hub's ``HF_HUB_OFFLINE`` does not stop it). It comes from the file's public
+   URL; a file that ships inside a zip archive names the archive's URL and its ``member``,
+   and the archive is fetched and the member extracted and checked. With
+   ``LMLIB_DATA_URL`` set, every file comes instead from ``$LMLIB_DATA_URL/<relpath>``: a
+   server (a mirror, or a test's local one) holding a data folder's layout.
 
-A copy whose hash differs is never returned and never changed: ``ChecksumError`` says which
-file, both hashes, and what to do. The loaders at the bottom turn files into Python objects,
-e.g. ``load_sst2("dev")[0]`` -> ``LabeledSentence(sentence="it 's a charming ...", label=1)``.
+A copy whose hash differs is never returned and never changed, and a download whose hash
+differs is never kept: ``ChecksumError`` says which file, both hashes, and what to do. The
+loaders at the bottom turn files into Python objects, e.g.
+``load_sst2("dev")[0]`` -> ``LabeledSentence(sentence="it 's a charming ...", label=1)``.
 """
 
 from __future__ import annotations
@@ -129,9 +132,34 @@ def cache_dir() -> Path:
 
 
 def offline() -> bool:
-    """True when ``LMLIB_OFFLINE`` or ``HF_HUB_OFFLINE`` is 1/true/yes/on."""
-    flags = (os.environ.get(v, "") for v in ("LMLIB_OFFLINE", "HF_HUB_OFFLINE"))
-    return any(f.strip().lower() in {"1", "true", "yes", "on"} for f in flags)
+    """True when ``LMLIB_OFFLINE`` is 1/true/yes/on: then nothing is downloaded.
+
+    It is the data sets' own switch, apart from the Hub's ``HF_HUB_OFFLINE``: a test run can
+    keep the Hub off and still fill the cache first (``make data``)."""
+    return os.environ.get("LMLIB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def data_url() -> str | None:
+    """``$LMLIB_DATA_URL`` without a trailing slash, or None when it is not set.
+
+    A server that holds a data folder's layout, used instead of every file's public URL:
+    with ``LMLIB_DATA_URL=http://127.0.0.1:8000``, ``sst2/dev.tsv`` is downloaded from
+    ``http://127.0.0.1:8000/sst2/dev.tsv``. Raises ValueError for anything but an
+    http(s) URL."""
+    value = os.environ.get("LMLIB_DATA_URL", "").strip()
+    if not value:
+        return None
+    if urllib.parse.urlsplit(value).scheme not in {"http", "https"}:
+        raise ValueError(f"LMLIB_DATA_URL must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def source_url(relpath: str) -> str:
+    """Where registered file `relpath` is downloaded from: ``$LMLIB_DATA_URL/<relpath>`` when
+    that is set, else its public URL (the zip archive's, for a file inside one)."""
+    _, entry = _lookup(relpath)
+    base = data_url()
+    return entry.url if base is None else f"{base}/{relpath}"
 
 
 def _lookup(relpath: str) -> tuple[str, DataFile]:
@@ -198,34 +226,37 @@ def fetch(relpath: str) -> Path:
     cached = cache_dir() / relpath
     if cached.is_file():
         return _check(cached, entry.sha256, f"Delete {cached} and lmlib will download it again.")
+    url = source_url(relpath)
     missing = (
         f"data set {name!r}: no copy of {relpath} "
         f"(looked in LMLIB_DATA_DIR={user} and in the cache {cache_dir()})"
     )
     fix = (
-        "Set LMLIB_DATA_DIR to a folder holding a copy with the same layout (e.g. the "
-        "repository's ../shared/data), or connect to the internet"
+        "Set LMLIB_DATA_DIR to a folder holding a copy with the same layout "
+        f"(<folder>/{relpath}), or LMLIB_DATA_URL to a server holding one, or connect to "
+        "the internet"
     )
     if offline():
         raise DataUnavailableError(
-            f"{missing} and downloads are off (LMLIB_OFFLINE or HF_HUB_OFFLINE is set).\n"
-            f"  URL: {entry.url}\n  {fix} and unset LMLIB_OFFLINE and HF_HUB_OFFLINE."
+            f"{missing} and downloads are off (LMLIB_OFFLINE is set).\n"
+            f"  URL: {url}\n  {fix} and unset LMLIB_OFFLINE."
         )
     try:
         _download(DATASETS[name], entry)
     except (OSError, http.client.HTTPException, zipfile.BadZipFile, KeyError) as err:
         # URLError and timeouts are OSErrors; BadZipFile/KeyError: an archive without our file.
         raise DataUnavailableError(
-            f"{missing} and the download failed: {err!r}\n  URL: {entry.url}\n  {fix}."
+            f"{missing} and the download failed: {err!r}\n  URL: {url}\n  {fix}."
         ) from err
     return cached
 
 
 def _download(dataset: Dataset, entry: DataFile) -> None:
     """Download `entry` into the cache, extracting it from its zip archive if it has one."""
-    if entry.member is None:
-        with _urlopen(entry.url) as response, _progress(response, entry.url) as bar:
-            _save(entry, response, where=entry.url, bar=bar)
+    if entry.member is None or data_url() is not None:  # a mirror serves the file itself
+        url = source_url(entry.relpath)
+        with _urlopen(url) as response, _progress(response, url) as bar:
+            _save(entry, response, where=url, bar=bar)
         return
     cache = cache_dir()
     # One archive often holds several registered files (SST-2: train and dev), so also
@@ -263,9 +294,10 @@ def _save(entry: DataFile, src: BinaryIO, where: str, bar: tqdm | None = None) -
         if actual != entry.sha256:
             raise ChecksumError(
                 f"the download of {where} does not match the registered SHA-256 of "
-                f"{entry.relpath}; nothing was cached.\n  expected: {entry.sha256}\n  "
-                f"actual:   {actual}\n  The upstream file may have changed: set LMLIB_DATA_DIR "
-                "to a folder holding a verified copy (e.g. the repository's ../shared/data)."
+                f"{entry.relpath}; nothing was kept.\n  expected: {entry.sha256}\n  "
+                f"actual:   {actual}\n  The file there changed or was corrupted on the way: "
+                "set LMLIB_DATA_DIR to a folder holding a verified copy, or LMLIB_DATA_URL "
+                "to a server holding one."
             )
         os.replace(tmp, final)
     except BaseException:  # also Ctrl-C: never leave a half-written .part file behind

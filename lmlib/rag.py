@@ -3,7 +3,9 @@ model read them (Chapter 6; Lewis et al., 2020).
 
 A small model cannot know what is in this book; it can read it. The pipeline:
 
-1. split the documents into passages of a few sentences (`split_markdown`, `book_passages`);
+1. split the documents into passages of a few sentences (`split_markdown`, `book_passages`),
+   and store them (`save_passages`, `load_passages`: the book's own corpus is one such file,
+   so that Chapter 6 reads a fixed collection whatever later edits do to the prose);
 2. index them: lexically with BM25 (`BM25`: shared rare words) or densely with sentence
    embeddings (`DenseIndex`: all-MiniLM-L6-v2, meaning rather than spelling);
 3. retrieve the top k passages for a question (measured by recall@k, `lmlib.metrics`);
@@ -16,7 +18,7 @@ import json
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -89,14 +91,67 @@ def notebook_markdown(path: str | Path) -> str:
     return "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
 
 
-def book_passages(paths, max_words: int = 120) -> list[Passage]:
-    """Every passage of the given chapter files, in order."""
+def book_passages(paths, max_words: int = 120, root: str | Path | None = None) -> list[Passage]:
+    """Every passage of the given chapter files, in order.
+
+    A passage's source is its file's stem ("03_transformer"), or with ``root`` its path under
+    root without the suffix ("05_practice/01_training_from_scratch"), which stays unique
+    when a chapter is a folder of section notebooks.
+    """
     out = []
     for path in paths:
-        out += split_markdown(notebook_markdown(path), Path(path).stem, max_words)
+        path = Path(path)
+        source = path.stem if root is None else path.relative_to(root).with_suffix("").as_posix()
+        out += split_markdown(notebook_markdown(path), source, max_words)
     if not out:
         raise ValueError(f"no passages found in {list(map(str, paths))}")
     return out
+
+
+def save_passages(passages: list[Passage], path: str | Path) -> None:
+    """Write passages as JSON lines, one passage a line, in order (a diff shows what changed).
+
+    Each line holds the four fields of a `Passage`, e.g.
+    ``{"id": "doc#0", "source": "doc", "title": "Intro", "text": "One two."}``.
+    """
+    lines = [json.dumps(asdict(p), ensure_ascii=False) for p in passages]
+    Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def load_passages(path: str | Path) -> list[Passage]:
+    """The passages of a file written by `save_passages`, in order.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     save_passages(split_markdown("# Intro\\nOne two.", "doc"), f"{folder}/p.jsonl")
+    ...     load_passages(f"{folder}/p.jsonl")
+    [Passage(id='doc#0', source='doc', title='Intro', text='One two.')]
+
+    Raises ValueError naming the file and line when a line is not a passage, and when the
+    file holds none or repeats an id.
+    """
+    path = Path(path)
+    names = {f.name for f in fields(Passage)}
+    passages = []
+    # split("\n"), not splitlines(): a passage may hold U+2028 or U+0085, which JSON keeps raw
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if not line.strip():
+            continue  # the final newline
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {number}: not JSON ({err})") from err
+        if not isinstance(record, dict) or set(record) != names:
+            raise ValueError(f"{path}, line {number}: a passage needs exactly the fields "
+                             f"{sorted(names)}, got {line[:80]!r}")  # fmt: skip
+        passages.append(Passage(**record))
+    if not passages:
+        raise ValueError(f"{path} holds no passages")
+    ids = [p.id for p in passages]
+    if len(set(ids)) != len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"{path}: passage ids must be unique, these repeat: {twice[:5]}")
+    return passages
 
 
 def search_tokens(text: str) -> list[str]:

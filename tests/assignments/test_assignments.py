@@ -5,26 +5,22 @@ student notebook gets zero on every test case, the committed ``student/`` folder
 fresh build, and each partly right submission in ``MUTANTS`` (the solution with one
 plausible mistake) fails exactly the test cases meant to catch that mistake.
 
-These call the functions behind ``python scripts/assignments.py check``. Each grading runs
+These call the functions behind ``python -m booktools.assignments check``. Each grading runs
 a Jupyter kernel through ``otter run`` (about 5 s), hence ``slow``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
+from booktools import assignments
+
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("assignments_cli", ROOT / "scripts/assignments.py")
-assignments = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = assignments  # dataclasses look their module up here
-_spec.loader.exec_module(assignments)
 
 NAMES = [m.stem for m in assignments.find_masters()]
 

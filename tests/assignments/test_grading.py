@@ -1,4 +1,4 @@
-"""Bulk grading without Docker: scripts/grade_submissions.py.
+"""Bulk grading without Docker: booktools/grade_submissions.py.
 
 The slow test builds the Chapter 1 autograder, writes a folder of submissions (the
 solution, the blank student notebook, a partly right one from ``MUTANTS``, one whose cell
@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import ast
 import csv
-import importlib.util
 import json
 import re
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -23,14 +21,10 @@ import psutil
 import pytest
 from test_assignments import MUTANTS
 
+from booktools import assignments, book
+from booktools import grade_submissions as grading
+
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "grading_cli", ROOT / "scripts/grade_submissions.py"
-)
-grading = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = grading  # dataclasses look their module up here
-_spec.loader.exec_module(grading)
-assignments = grading.assignments
 
 NAME = "ch01_background"
 MUTANT = "perplexity without the minus sign"  # fails q2 - 1 and q2 - 2: q2 scores 1 of 3
@@ -265,8 +259,7 @@ def test_handout_never_replaces_a_folder_it_did_not_write(tmp_path):
 
 
 def test_colab_links_open_the_folder_the_setup_cell_enters():
-    config = grading.yaml.safe_load((ROOT / "_config.yml").read_text())
-    repo = config["repository"]["url"].removeprefix("https://github.com/")
+    repo = book.config()["repository"]["url"].removeprefix("https://github.com/")
     for master in assignments.find_masters():
         nb = grading.student_notebook(master)
         assert nb.is_file(), f"{nb} missing: {assignments.REBUILD_HINT}"
@@ -281,7 +274,10 @@ def test_colab_links_open_the_folder_the_setup_cell_enters():
 
 def test_instructors_page_links_every_assignment_to_colab():
     page = (ROOT / "chapters/instructors.md").read_text()
-    hint = "update the table in chapters/instructors.md from `grade_submissions.py links`"
+    hint = (
+        "update the table in chapters/instructors.md from "
+        "`python -m booktools.grade_submissions links`"
+    )
     for master in assignments.find_masters():
         assert grading.colab_url(grading.student_notebook(master)) in page, hint
     prefix = grading.colab_url(ROOT / "assignments")  # repository, branch and path

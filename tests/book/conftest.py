@@ -1,6 +1,5 @@
-"""The one book build that tests/test_book.py and tests/test_browser.py share."""
+"""The one book build that tests/book/test_book.py and tests/book/test_browser.py share."""
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -10,16 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from booktools.vendor_assets import ensure_installed
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _vendor_assets():
-    """scripts/vendor_assets.py as a module (scripts/ is no package)."""
-    path = ROOT / "scripts" / "vendor_assets.py"
-    spec = importlib.util.spec_from_file_location("vendor_assets", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -42,14 +34,10 @@ def book_build(tmp_path_factory):
 
     Notebooks are rendered from their stored outputs, which the nbval run of the same suite
     re-executes and compares; `make book` executes them."""
-    _vendor_assets().ensure_installed(quiet=True)  # the pinned npm packages the site serves
+    ensure_installed(quiet=True)  # the pinned npm packages the site serves
     out = tmp_path_factory.mktemp("book")
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["execute"]["execute_notebooks"] = "off"
-    # the configuration is read from `out`: make local extension folders absolute
-    local = config.get("sphinx", {}).get("local_extensions") or {}
-    for name, folder in local.items():
-        local[name] = str(ROOT / folder)
     config_path = out / "_config.yml"
     # sort_keys=False: order matters in places (nb_ipywidgets_js: require.js first)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -1,6 +1,6 @@
 """The API reference and the equation-to-code links stay complete and point at real things.
 
-The -W -n book build (tests/test_book.py) proves every link resolves; these fast checks prove
+The -W -n book build (tests/book/test_book.py) proves every link resolves; these fast checks prove
 nothing is missing: every lmlib module has an up-to-date page in the table of contents, every
 numbered equation of Chapters 3-4 names the lmlib code that implements it and the tests that
 check it, the tests exist, and the code's docstring links back to the equation.
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from scripts_loader import load_script
+
+from booktools import api_pages
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAPTERS = ["chapters/03_transformer.ipynb", "chapters/04_mathematics.ipynb"]
 EQUATIONS_PAGE = ROOT / "api" / "equations.md"
-api_pages = load_script("api_pages")
 # a display equation, and its label when it has one: $$ ... $$ (label)
 DISPLAY = re.compile(r"^\$\$\n(.*?)\n\$\$(?: \(([\w-]+)\))?$", re.S | re.M)
 OBJECT_LINK = re.compile(r"\]\(#(lmlib\.[\w.]+)\)")
@@ -54,7 +54,7 @@ def resolve(dotted):
 def test_api_pages_are_up_to_date_and_in_the_table_of_contents():
     stale = [path.name for path, text in api_pages.pages().items()
              if not path.exists() or path.read_text() != text]  # fmt: skip
-    assert not stale, f"run `python scripts/api_pages.py`: {stale} are out of date"
+    assert not stale, f"run `make sync` (python -m booktools.api_pages): {stale} are out of date"
     toc = yaml.safe_dump(yaml.safe_load((ROOT / "_toc.yml").read_text()))
     pages = sorted(p.relative_to(ROOT).with_suffix("").as_posix() for p in ROOT.glob("api/*.md"))
     modules = [p.stem for p in (ROOT / "lmlib").glob("*.py") if not p.stem.startswith("_")]

@@ -1,6 +1,6 @@
 """The website: a clean build with warnings as errors, and what a reader needs on a page.
 
-The `site` fixture (one build shared with tests/test_browser.py) is in tests/conftest.py."""
+The `site` fixture (one build shared with test_browser.py) is in tests/book/conftest.py."""
 
 import html as html_lib
 import re
@@ -9,13 +9,11 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from scripts_loader import load_script
+
+from booktools import runtimes
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-runtimes = load_script("runtimes")
 
 
 def toc_files():
@@ -86,7 +84,7 @@ def test_every_chapter_notebook_in_the_toc_has_a_measured_runtime():
     missing = [name for name in CHAPTER_NOTEBOOKS if name not in entries]
     assert not missing, (
         f"no measured run time in chapters/runtimes.json for {missing}: run `make test` (or "
-        "nbval on each of these notebooks) so that the test suite records them"
+        "nbval on each of these notebooks), then `make runtimes` to copy the times"
     )
 
 
@@ -94,7 +92,8 @@ def test_every_chapter_notebook_in_the_toc_has_a_measured_runtime():
 def test_chapter_page_shows_its_measured_runtime_under_the_title(site, name):
     entry = runtimes.load().get(name)
     if entry is None:
-        pytest.fail(f"{name} has no entry in chapters/runtimes.json: run its nbval test")
+        pytest.fail(f"{name} has no entry in chapters/runtimes.json: run its nbval test, "
+                    "then `make runtimes`")  # fmt: skip
     html = page(site, f"{name}.html")
     notes = re.findall(rf'<p class="{runtimes.NOTE_CLASS}"><em>(.*?)</em></p>', html, re.S)
     assert [html_lib.unescape(note) for note in notes] == [runtimes.describe(entry)]

@@ -1,7 +1,9 @@
-"""scripts/runtimes.py: which nbval runs count as a measurement, the JSON file, the note.
+"""booktools.runtimes: which nbval runs count as a measurement, the JSON files, `make
+runtimes`, and the note the Sphinx extension puts on a page.
 
 The last test runs pytest with nbval on a two-cell notebook in a copy of the repository's
-layout, so the real hooks of the root conftest.py are what is checked there."""
+layout, with the root conftest.py, so the real hooks of booktools.pytest_plugin are what is
+checked there."""
 
 import doctest
 import json
@@ -16,12 +18,11 @@ from docutils import nodes
 from docutils.core import publish_doctree
 from hypothesis import given
 from hypothesis import strategies as st
-from scripts_loader import load_script
+
+from booktools import runtimes
+from booktools.sphinxext import runtimes as note
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-runtimes = load_script("runtimes")
 PHASES = runtimes.PHASES
 CELLS = [f"chapters/x.ipynb::Cell {i}" for i in range(3)]
 MACHINE = {"accelerator": "cpu", "cpu_count": 2, "cpu_model": "Some CPU", "torch": "2.13.0"}
@@ -48,7 +49,7 @@ def recorder():
 
 
 def test_the_docstring_examples_hold():
-    """`make test` runs doctests in lmlib/ only; these are scripts/runtimes.py's."""
+    """Also run by `make test` (--doctest-modules booktools); here for a run of this file."""
     result = doctest.testmod(runtimes)
     assert result.failed == 0 and result.attempted >= 10
 
@@ -94,17 +95,22 @@ def test_notebooks_are_judged_separately(recorder):
     assert set(recorder.complete()) == {"chapters/x"}
 
 
-def test_only_notebooks_directly_in_chapters_are_named():
-    assert (
-        runtimes.notebook_name(ROOT / "chapters/01_background.ipynb") == "chapters/01_background"
+def test_notebooks_in_chapters_and_its_sub_folders_are_named():
+    name = runtimes.notebook_name
+    assert name(ROOT / "chapters/01_background.ipynb") == "chapters/01_background"
+    assert name(ROOT / "chapters/05_practice/03_finetuning.ipynb") == (
+        "chapters/05_practice/03_finetuning"
     )
+    assert name(Path("/elsewhere/chapters/a/b.ipynb"), Path("/elsewhere")) == "chapters/a/b"
     for other in [
         "assignments/ch01_background/student/ch01_background.ipynb",
-        "chapters/drafts/01.ipynb",
+        "chapters/.ipynb_checkpoints/01_background-checkpoint.ipynb",
+        "chapters/05_practice/.ipynb_checkpoints/03_finetuning-checkpoint.ipynb",
         "chapters/faq.md",
         "benchmarks/x.ipynb",
+        "chapters.ipynb",
     ]:
-        assert runtimes.notebook_name(ROOT / other) is None, other
+        assert name(ROOT / other) is None, other
 
 
 # --------------------------------------------------------------------------- the JSON file
@@ -176,6 +182,7 @@ def test_a_bad_file_is_an_error_naming_the_file_and_what_to_do(tmp_path, text, s
     assert isinstance(err.value, runtimes.RuntimesFileError)
     assert str(path) in str(err.value)
     assert "written by the test suite" in str(err.value) and "make test" in str(err.value)
+    assert "make runtimes" in str(err.value)
 
 
 def test_the_books_file_is_valid_and_names_chapter_notebooks_only():
@@ -184,7 +191,46 @@ def test_the_books_file_is_valid_and_names_chapter_notebooks_only():
     assert text == runtimes.dumps(entries), "chapters/runtimes.json was edited by hand"
     toc = yaml.safe_dump(yaml.safe_load((ROOT / "_toc.yml").read_text()))
     for name in entries:
-        assert f"file: {name}\n" in toc and (ROOT / f"{name}.ipynb").exists(), name
+        assert f"file: {name}\n" in toc and (ROOT / f"{name}.ipynb").exists(), (
+            f"{name}: no such chapter notebook in _toc.yml; after `make test`, `make runtimes` "
+            "copies the new measurements and drops the entries of notebooks that are gone"
+        )
+
+
+def test_the_test_suite_writes_its_measurements_where_git_does_not_look():
+    """`make test` changes no tracked file: the measurements go to an ignored folder."""
+    assert runtimes.MEASURED_FILE == ROOT / runtimes.MEASURED
+    assert runtimes.MEASURED_FILE.parent != runtimes.RUNTIMES_FILE.parent
+    ignored = subprocess.run(["git", "check-ignore", "-q", runtimes.MEASURED], cwd=ROOT)
+    assert ignored.returncode == 0, f"{runtimes.MEASURED} must be ignored by git"
+
+
+# --------------------------------------------------------------------------- make runtimes
+
+
+def test_copy_replaces_measured_entries_keeps_others_and_drops_gone_notebooks(tmp_path):
+    for name in ("chapters/a", "chapters/b", "chapters/5/c"):
+        (tmp_path / f"{name}.ipynb").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{name}.ipynb").write_text("{}")
+    measured, book = tmp_path / "_build/runtimes.json", tmp_path / "chapters/runtimes.json"
+    runtimes.save({"chapters/b": entry(seconds=1.0), "chapters/5/c": entry(seconds=2.0)}, measured)
+    runtimes.save({"chapters/a": entry(), "chapters/b": entry(), "chapters/gone": entry()}, book)
+    before = measured.read_text()
+    copied, gone = runtimes.copy(measured, book, tmp_path)
+    assert set(copied) == {"chapters/b", "chapters/5/c"} and gone == ["chapters/gone"]
+    assert runtimes.load(book) == {
+        "chapters/a": entry(),
+        "chapters/b": entry(seconds=1.0),
+        "chapters/5/c": entry(seconds=2.0),
+    }
+    assert measured.read_text() == before  # the measurements stay where they were
+
+
+def test_make_runtimes_says_when_nothing_was_measured(tmp_path, capsys):
+    book = tmp_path / "runtimes.json"
+    args = ["--source", str(tmp_path / "none.json"), "--target", str(book)]
+    assert runtimes.main(args) == 1
+    assert "make test" in capsys.readouterr().err and not book.exists()
 
 
 # --------------------------------------------------------------------------- the machine
@@ -256,7 +302,7 @@ def page():
 def test_the_note_goes_right_under_the_title():
     doctree = page()
     app = _App("chapters/x", {"chapters/x": entry(seconds=170.0)})
-    runtimes._add_note(app, doctree)
+    note.add_note(app, doctree)
     notes = [p for p in doctree.findall(nodes.Element) if runtimes.NOTE_CLASS in p["classes"]]
     assert len(notes) == 1
     assert notes[0].astext() == runtimes.describe(entry(seconds=170.0))
@@ -264,14 +310,23 @@ def test_the_note_goes_right_under_the_title():
     assert app.env.dependencies == ["/book/chapters/runtimes.json"]  # re-read when it changes
 
 
+def test_a_section_notebook_in_a_chapter_folder_gets_its_note():
+    doctree = page()
+    note.add_note(_App("chapters/5/x", {"chapters/5/x": entry(seconds=30.0)}), doctree)
+    texts = [p.astext() for p in doctree.findall(nodes.paragraph)]
+    assert runtimes.describe(entry(seconds=30.0)) in texts
+
+
 @pytest.mark.parametrize(
     "docname, suffix",
-    [("chapters/y", ".ipynb"), ("chapters/faq", ".md"), ("assignments/a/student/a", ".ipynb")],
-)
+    [("chapters/y", ".ipynb"), ("chapters/faq", ".md"), ("assignments/a/student/a", ".ipynb"),
+     ("chapters/05_practice", ".md")],
+)  # fmt: skip
 def test_no_entry_or_no_chapter_notebook_no_note(docname, suffix):
     doctree = page()
     before = doctree.pformat()
-    runtimes._add_note(_App(docname, {"chapters/x": entry()}, suffix), doctree)
+    entries = {"chapters/x": entry(), "chapters/faq": entry(), "chapters/05_practice": entry()}
+    note.add_note(_App(docname, entries, suffix), doctree)
     assert doctree.pformat() == before
 
 
@@ -292,21 +347,26 @@ NOTEBOOK = {
 
 
 @pytest.mark.slow
-def test_the_conftest_hooks_record_only_complete_passing_chapter_runs(tmp_path):
-    """Five nbval runs in a copy of the layout: only the full, strict, passing one records."""
-    for folder in ("scripts", "chapters", "elsewhere"):
-        (tmp_path / folder).mkdir()
-    shutil.copy(ROOT / "scripts/runtimes.py", tmp_path / "scripts/runtimes.py")
-    shutil.copy(ROOT / "conftest.py", tmp_path / "conftest.py")
+def test_the_plugin_records_only_complete_passing_chapter_runs(tmp_path):
+    """Six nbval runs in a copy of the layout, with the repository's conftest.py: only the
+    full, strict, passing ones record, into _build/runtimes.json; chapters/runtimes.json, the
+    tracked file, is never written."""
+    for folder in ("chapters/sec", "elsewhere"):
+        (tmp_path / folder).mkdir(parents=True)
+    shutil.copy(ROOT / "conftest.py", tmp_path / "conftest.py")  # declares the plugin
     (tmp_path / "pytest.ini").write_text("[pytest]\n")  # the copy is the rootdir
-    path = tmp_path / "chapters/runtimes.json"
-    path.write_text(runtimes.dumps({"chapters/kept": entry()}))
-    for folder in ("chapters", "elsewhere"):
+    book = tmp_path / "chapters/runtimes.json"
+    book.write_text(runtimes.dumps({"chapters/kept": entry()}))
+    tracked = book.read_text()
+    path = tmp_path / runtimes.MEASURED
+    runtimes.save({"chapters/kept": entry()}, path)
+    for folder in ("chapters", "chapters/sec", "elsewhere"):
         (tmp_path / folder / "tiny.ipynb").write_text(json.dumps(NOTEBOOK))
 
     def nbval(*args):
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-current-env"]
         result = subprocess.run(cmd + list(args), cwd=tmp_path, capture_output=True, text=True)
+        assert book.read_text() == tracked
         return result.returncode, json.loads(path.read_text())
 
     kept = {"chapters/kept": entry()}
@@ -314,8 +374,8 @@ def test_the_conftest_hooks_record_only_complete_passing_chapter_runs(tmp_path):
     assert nbval("--nbval", "chapters/tiny.ipynb", *partial) == (0, kept)
     assert nbval("--nbval-lax", "chapters/tiny.ipynb") == (0, kept)
     assert nbval("--nbval", "elsewhere/tiny.ipynb") == (0, kept)
-    code, got = nbval("--nbval", "chapters/tiny.ipynb")
-    assert code == 0 and set(got) == {"chapters/kept", "chapters/tiny"}
+    code, got = nbval("--nbval", "chapters/tiny.ipynb", "chapters/sec/tiny.ipynb")
+    assert code == 0 and set(got) == {"chapters/kept", "chapters/tiny", "chapters/sec/tiny"}
     assert got["chapters/tiny"]["cells"] == 2 and 0 < got["chapters/tiny"]["seconds"] < 120
     assert got["chapters/tiny"]["date"] == runtimes.today()
     # a failing cell: the measurement of the passing run stays

@@ -1,6 +1,5 @@
 """The Colab setup cells: generated from _config.yml, inert outside Colab, right in Colab."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,10 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from booktools import sync_setup_cells as sync
+
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("sync", ROOT / "scripts/sync_setup_cells.py")
-sync = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sync)
 NOTEBOOKS = sync.notebooks()
 
 
@@ -25,10 +23,10 @@ def setup_cell(path: Path) -> str:
 def test_every_chapter_notebook_has_a_current_setup_cell():
     assert any(p.parent.name == "chapters" for p in NOTEBOOKS)
     stale = [p for p in NOTEBOOKS if setup_cell(p) != sync.setup_source(p)]
-    assert not stale, f"run `python scripts/sync_setup_cells.py`: {stale}"
+    assert not stale, f"run `make sync` (python -m booktools.sync_setup_cells): {stale}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_setup_cell_does_nothing_outside_colab(path, monkeypatch):
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
@@ -38,7 +36,7 @@ def test_setup_cell_does_nothing_outside_colab(path, monkeypatch):
     assert calls == []
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_setup_cell_in_colab_clones_installs_and_enters_the_folder(path, monkeypatch):
     calls, dirs = [], []
     monkeypatch.setattr(subprocess, "run", lambda cmd, **k: calls.append(cmd))

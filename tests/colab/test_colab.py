@@ -1,4 +1,4 @@
-"""The Colab setup cells, run for real in a simulated Colab (scripts/colab_sim.py).
+"""The Colab setup cells, run for real in a simulated Colab (booktools/colab_sim.py).
 
 A fresh virtual environment holding only what Colab preinstalls (torch, transformers,
 matplotlib, numpy and the Jupyter kernel) runs a notebook's unchanged setup cell, which
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from scripts_loader import load_script
+
+from booktools import colab_sim
 
 ROOT = Path(__file__).resolve().parents[2]
-colab_sim = load_script("colab_sim")
 
 pytestmark = pytest.mark.slow
 

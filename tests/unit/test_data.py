@@ -30,23 +30,27 @@ from lmlib.data import ChecksumError, DataError, DataUnavailableError
 
 
 def _shared_data() -> Path:
-    """The offline copy: $LMLIB_DATA_DIR if set, else ../shared/data beside the repository."""
+    """A copy of every data file: $LMLIB_DATA_DIR if set (the Makefile sets it when this
+    checkout has a copy beside it, ../shared/data), else the user's cache, which `make data`
+    fills (read here, before the `isolated` fixture points the cache elsewhere)."""
     if value := os.environ.get("LMLIB_DATA_DIR"):
         return Path(value).expanduser().resolve()
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
+    return beside if beside.is_dir() else data.cache_dir()
 
 
 SHARED = _shared_data()
+HAVE_ALL = all((SHARED / f.relpath).is_file() for ds in data.DATASETS.values() for f in ds.files)
 needs_shared = pytest.mark.skipif(
-    not (SHARED / "SHA256SUMS").is_file(),
-    reason=f"no offline data copy at {SHARED} (set LMLIB_DATA_DIR to one)",
+    not HAVE_ALL, reason=f"no copy of the data sets at {SHARED} (run `make data`)"
 )
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch) -> Path:
-    """No data dir, an empty private cache, no offline flags, no proxy for 127.0.0.1."""
-    for var in ("LMLIB_DATA_DIR", "LMLIB_OFFLINE", "HF_HUB_OFFLINE"):
+    """No data dir, an empty private cache, no offline flags or mirror, no proxy for
+    127.0.0.1."""
+    for var in ("LMLIB_DATA_DIR", "LMLIB_OFFLINE", "HF_HUB_OFFLINE", "LMLIB_DATA_URL"):
         monkeypatch.delenv(var, raising=False)
     cache = tmp_path / "cache"
     monkeypatch.setenv("LMLIB_CACHE_DIR", str(cache))
@@ -56,8 +60,8 @@ def isolated(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def shared(monkeypatch) -> Path:
-    if not (SHARED / "SHA256SUMS").is_file():
-        pytest.skip(f"no offline data copy at {SHARED} (set LMLIB_DATA_DIR to one)")
+    if not HAVE_ALL:
+        pytest.skip(f"no copy of the data sets at {SHARED} (run `make data`)")
     monkeypatch.setenv("LMLIB_DATA_DIR", str(SHARED))
     monkeypatch.setenv("LMLIB_OFFLINE", "1")  # a missing file must fail, not download
     return SHARED
@@ -66,8 +70,8 @@ def shared(monkeypatch) -> Path:
 @pytest.fixture(scope="module")
 def all_tang() -> list[data.Poem]:
     # Loaded once per module: 57,607 poems take about a second.
-    if not (SHARED / "SHA256SUMS").is_file():
-        pytest.skip(f"no offline data copy at {SHARED}")
+    if not HAVE_ALL:
+        pytest.skip(f"no copy of the data sets at {SHARED} (run `make data`)")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LMLIB_DATA_DIR", str(SHARED))
         mp.setenv("LMLIB_OFFLINE", "1")
@@ -179,8 +183,9 @@ def test_tang_300(shared):
 # --- the registry -----------------------------------------------------------------------------
 
 
-@needs_shared
 def test_registry_matches_sha256sums():
+    if not (SHARED / "SHA256SUMS").is_file():
+        pytest.skip(f"no SHA256SUMS in {SHARED}")
     sums = {}
     for line in (SHARED / "SHA256SUMS").read_text(encoding="utf-8").splitlines():
         digest, relpath = line.split(maxsplit=1)
@@ -266,18 +271,51 @@ def test_any_single_byte_change_is_caught(position, mask):
 # --- no copy, no network ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flag", ["LMLIB_OFFLINE", "HF_HUB_OFFLINE"])
-def test_offline_without_copy(flag, tmp_path, monkeypatch, isolated):
+def test_offline_without_copy(tmp_path, monkeypatch, isolated):
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("LMLIB_DATA_DIR", str(tmp_path / "empty"))
-    monkeypatch.setenv(flag, "1")
+    monkeypatch.setenv("LMLIB_OFFLINE", "1")
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     with pytest.raises(DataUnavailableError) as info:
         data.load_tiny_shakespeare()
     message = str(info.value)
     assert "tiny_shakespeare" in message and "LMLIB_DATA_DIR" in message
+    assert "LMLIB_OFFLINE" in message and "LMLIB_DATA_URL" in message
     assert data.DATASETS["tiny_shakespeare"].files[0].url in message
+    assert "shared" not in message  # a reader has no ../shared/data
     assert files_in(isolated) == []
+
+
+def test_the_hubs_offline_flag_does_not_stop_the_data(server, monkeypatch, isolated):
+    """HF_HUB_OFFLINE=1 keeps transformers off the Hub; the data sets have their own switch."""
+    root, base = server
+    (root / "tinyshakespeare").mkdir()
+    (root / "tinyshakespeare/input.txt").write_text("First Citizen:\n")
+    patch_file(monkeypatch, "tinyshakespeare/input.txt",
+               sha256=hashlib.sha256(b"First Citizen:\n").hexdigest())  # fmt: skip
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LMLIB_DATA_URL", base)
+    assert not data.offline()
+    assert data.load_tiny_shakespeare() == "First Citizen:\n"
+    monkeypatch.setenv("LMLIB_OFFLINE", "yes")
+    assert data.offline()
+
+
+def test_data_url_replaces_every_host(monkeypatch):
+    assert data.data_url() is None
+    assert data.source_url("sst2/dev.tsv") == data.DATASETS["sst2"].files[1].url  # the zip
+    monkeypatch.setenv("LMLIB_DATA_URL", "http://127.0.0.1:8000/mirror/")
+    assert data.data_url() == "http://127.0.0.1:8000/mirror"
+    assert data.source_url("sst2/dev.tsv") == "http://127.0.0.1:8000/mirror/sst2/dev.tsv"
+    for bad in ("127.0.0.1:8000", "file:///data", "ftp://host/data"):
+        monkeypatch.setenv("LMLIB_DATA_URL", bad)
+        with pytest.raises(ValueError, match="LMLIB_DATA_URL must be an http"):
+            data.data_url()
+
+
+def test_no_message_names_the_checkouts_own_data_folder():
+    """../shared/data is this checkout's layout, not a reader's."""
+    assert "shared/data" not in Path(data.__file__).read_text(encoding="utf-8")
 
 
 def test_network_failure(monkeypatch, isolated):
@@ -364,6 +402,30 @@ def test_zip_with_real_sst2(server, monkeypatch, isolated):
     assert files_in(isolated) == [isolated / "sst2/dev.tsv", isolated / "sst2/train.tsv"]
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     assert len(data.load_sst2("train")) == 67_349
+
+
+def test_a_mirror_serves_a_zip_member_as_a_plain_file(server, monkeypatch, isolated):
+    root, base = server
+    good = b"sentence\tlabel\nfine .\t1\n"
+    (root / "sst2").mkdir()
+    (root / "sst2/dev.tsv").write_bytes(good)
+    patch_file(monkeypatch, DEV, sha256=hashlib.sha256(good).hexdigest())
+    monkeypatch.setenv("LMLIB_DATA_URL", base)
+    assert data.load_sst2("dev") == [data.LabeledSentence("fine .", 1)]
+    assert files_in(isolated) == [isolated / DEV]
+
+
+def test_a_bad_download_from_a_mirror_is_not_kept(server, monkeypatch, isolated):
+    root, base = server
+    (root / "sst2").mkdir()
+    (root / "sst2/dev.tsv").write_bytes(b"sentence\tlabel\ntampered .\t0\n")
+    monkeypatch.setenv("LMLIB_DATA_URL", base)
+    with pytest.raises(ChecksumError) as info:
+        data.fetch(DEV)
+    message = str(info.value)
+    assert f"{base}/sst2/dev.tsv" in message and "nothing was kept" in message
+    assert data.DATASETS["sst2"].files[1].sha256 in message and "shared" not in message
+    assert files_in(isolated) == []
 
 
 def test_zip_without_member(server, monkeypatch, isolated):

@@ -1,13 +1,22 @@
-"""Passages, BM25 by hand, and dense retrieval with MiniLM (slow)."""
+"""Passages (split, stored, loaded), BM25 by hand, and dense retrieval with MiniLM (slow)."""
 
+import json
 import math
-from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from lmlib.rag import BM25, DenseIndex, Passage, book_passages, rag_messages, split_markdown
-
-ROOT = Path(__file__).resolve().parents[2]
+from lmlib.rag import (
+    BM25,
+    DenseIndex,
+    Passage,
+    book_passages,
+    load_passages,
+    rag_messages,
+    save_passages,
+    split_markdown,
+)
 
 
 def P(i, text):
@@ -23,6 +32,55 @@ def test_split_markdown_keeps_paragraphs_whole_under_their_heading():
     assert [p.text for p in split_markdown(md, "doc", max_words=100)][0].count("\n\n") == 1
     with pytest.raises(ValueError):
         split_markdown(md, "doc", max_words=0)
+
+
+def test_book_passages_name_sources_by_stem_or_by_path_under_root(tmp_path):
+    (tmp_path / "05_practice").mkdir()
+    page, section = tmp_path / "05_practice.md", tmp_path / "05_practice" / "01_training.ipynb"
+    page.write_text("# Practice\nThree sections.")
+    cell = {"cell_type": "markdown", "metadata": {}, "source": ["# Training\n", "Loss goes down."]}
+    code = {"cell_type": "code", "metadata": {}, "source": "print('not prose')", "outputs": []}
+    section.write_text(json.dumps({"cells": [cell, code]}))
+    by_stem = book_passages([page, section])
+    assert [p.id for p in by_stem] == ["05_practice#0", "01_training#0"]
+    by_path = book_passages([page, section], root=tmp_path)
+    assert [p.id for p in by_path] == ["05_practice#0", "05_practice/01_training#0"]
+    assert by_path[1] == Passage("05_practice/01_training#0", "05_practice/01_training",
+                                 "Training", "Loss goes down.")  # fmt: skip
+    with pytest.raises(ValueError, match="no passages"):
+        book_passages([])
+
+
+TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)  # any text, "\n" too
+
+
+@given(st.lists(st.tuples(TEXT, TEXT, TEXT), min_size=1, max_size=5))
+def test_save_then_load_round_trips(fields):
+    import tempfile
+
+    passages = [Passage(f"s#{i}", "s", title, text) for i, (_, title, text) in enumerate(fields)]
+    with tempfile.TemporaryDirectory() as folder:
+        save_passages(passages, f"{folder}/p.jsonl")
+        lines = open(f"{folder}/p.jsonl", encoding="utf-8").read().split("\n")
+        assert load_passages(f"{folder}/p.jsonl") == passages
+    assert len(lines) == len(passages) + 1 and lines[-1] == ""  # one line each, final newline
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("", "holds no passages"),
+        ('{"id": "a#0", "source": "a", "title": "T"}\n', "line 1: a passage needs exactly"),
+        ('{"id": "a#0", "source": "a", "title": "T", "text": "x"}\n[1, 2\n', "line 2: not JSON"),
+        ('{"id": "a#0", "source": "a", "title": "T", "text": "x"}\n' * 2, "unique.*a#0"),
+    ],
+)
+def test_load_passages_names_the_file_and_the_line(tmp_path, content, says):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=says) as info:
+        load_passages(path)
+    assert str(path) in str(info.value)
 
 
 def test_bm25_scores_by_hand():
@@ -50,11 +108,10 @@ def test_rag_messages():
 
 
 @pytest.mark.slow
-def test_dense_retrieval_finds_paraphrases_and_the_book_splits():
+def test_dense_retrieval_finds_paraphrases():
+    pytest.importorskip("transformers")  # all-MiniLM-L6-v2 is a transformers BertModel
     docs = [P(0, "The feline rested on the rug."), P(1, "Stock prices fell sharply today."),
             P(2, "Attention lets each token look at the others.")]  # fmt: skip
     dense = DenseIndex(docs)
     assert dense.search("A cat was sleeping on a carpet", k=1)[0][0].id == "d#0"
     assert BM25(docs).scores("A cat was sleeping on a carpet").abs().sum() == 0  # no shared word
-    passages = book_passages(sorted((ROOT / "chapters").glob("0[1-5]_*.ipynb")))
-    assert len(passages) > 100 and all(p.text.strip() for p in passages)

@@ -1,10 +1,10 @@
 """Hand out a term's assignments and grade a folder of submissions, without Docker.
 
-    python scripts/grade_submissions.py links
+    python -m booktools.grade_submissions links
         print the Colab link of every assignment's student notebook, built from
         _config.yml (repository.url, branch, path_to_book) as the book's launch buttons are.
 
-    python scripts/grade_submissions.py handout --out term/ [NAME ...]
+    python -m booktools.grade_submissions handout --out term/ [NAME ...]
         otter assign every assignment into assignments/<name>/dist/, require the committed
         student/ folders (what the Colab links open) to equal that build, and write:
           term/student/<name>.zip         <name>/: the student notebook and its public tests/
@@ -13,7 +13,7 @@
           term/solutions/<name>.ipynb     the solutions, for the instructor only
           term/links.md, term/links.csv   the Colab links
 
-    python scripts/grade_submissions.py grade NAME SUBMISSIONS --out scores.csv
+    python -m booktools.grade_submissions grade NAME SUBMISSIONS --out scores.csv
         `otter run` every submission in the folder SUBMISSIONS (alice.ipynb, or a folder
         alice/ holding one notebook: the student id is the file or folder name), -j at a
         time, each within --timeout seconds, and write one CSV: a row per student, a column
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
-import importlib.util
 import json
 import re
 import shutil
@@ -46,22 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil  # installed with IPython, which otter needs anyway
-import yaml
 
+from booktools import assignments, sync_setup_cells  # the setup cells the links must match
+from booktools.book import ROOT, config
 
-def _load_script(name: str):
-    """Import a sibling script: scripts/ is not a package."""
-    path = Path(__file__).resolve().with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"{name}_script", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-assignments = _load_script("assignments")  # find_masters, assign, diff_dirs
-sync_setup_cells = _load_script("sync_setup_cells")  # the setup cells the links must match
-ROOT = assignments.ROOT
 OK = "ok"
 
 # ---------------------------------------------------------------- links and handout
@@ -78,9 +65,9 @@ def colab_url(path: Path) -> str:
     >>> colab_url(ROOT / "chapters/01_background.ipynb")  # doctest: +ELLIPSIS
     'https://colab.research.google.com/github/.../blob/main/chapters/01_background.ipynb'
     """
-    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    repo = config["repository"]
-    colab = config.get("launch_buttons", {}).get("colab_url", "https://colab.research.google.com")
+    book = config()
+    repo = book["repository"]
+    colab = book.get("launch_buttons", {}).get("colab_url", "https://colab.research.google.com")
     github = repo["url"].removeprefix("https://github.com/").removesuffix(".git").strip("/")
     in_repo = Path(repo.get("path_to_book") or ".") / path.relative_to(ROOT)
     branch = repo.get("branch", "main")
@@ -249,7 +236,7 @@ def autograder_questions(autograder_zip: Path) -> tuple[str, dict[str, float | N
     """The zip's assignment name and each question's points (None: otter's default).
 
     Read with ast from the zip's exception-based test files (``name = "q1"``,
-    ``points = [1, 1, 1]`` or ``points = 3``), as scripts/assignments.py does.
+    ``points = [1, 1, 1]`` or ``points = 3``), as booktools.assignments does.
     """
     questions: dict[str, float | None] = {}
     with zipfile.ZipFile(autograder_zip) as zf:

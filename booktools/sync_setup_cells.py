@@ -6,8 +6,11 @@ Colab it clones the book's repository (``repository.url`` and ``repository.branc
 notebook needs and moves into the notebook's folder; anywhere else it does nothing. Colab's
 own torch and transformers are kept: nothing is force-reinstalled.
 
-    python scripts/sync_setup_cells.py          # rewrite the cells
-    python scripts/sync_setup_cells.py --check  # exit 1 if any cell is out of date
+Chapter notebooks in sub-folders of chapters/ (a chapter made of section notebooks) get
+the same cell, entering their own folder.
+
+    python -m booktools.sync_setup_cells          # rewrite the cells (part of `make sync`)
+    python -m booktools.sync_setup_cells --check  # exit 1 if any cell is out of date
 """
 
 from __future__ import annotations
@@ -17,9 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
+from booktools.book import ROOT, chapter_notebooks, config
 
-ROOT = Path(__file__).resolve().parents[1]
 TAG = "colab-setup"
 CLONE = "/content/llm-book"
 
@@ -43,14 +45,13 @@ if "google.colab" in sys.modules:
 
 def notebooks() -> list[Path]:
     """Every notebook that carries a setup cell: chapters and assignment sources."""
-    found = sorted((ROOT / "chapters").glob("*.ipynb"))
+    found = chapter_notebooks()
     found += sorted(p for p in (ROOT / "assignments").glob("*/*.ipynb"))
     return found
 
 
 def setup_source(path: Path) -> str:
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    repo = config["repository"]
+    repo = config()["repository"]
     folder = path.parent.relative_to(ROOT).as_posix()
     # Assignments are graded with otter; the student copy lives in a student/ sub-folder.
     if folder.startswith("assignments/"):
@@ -87,7 +88,8 @@ def main() -> int:
     for p in stale:
         print(f"{'stale' if args.check else 'updated'}: {p.relative_to(ROOT)}")
     if args.check and stale:
-        print("run `python scripts/sync_setup_cells.py` to update them", file=sys.stderr)
+        print("run `make sync` (python -m booktools.sync_setup_cells) to update them",
+              file=sys.stderr)  # fmt: skip
         return 1
     return 0
 

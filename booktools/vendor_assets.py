@@ -1,12 +1,12 @@
 """Serve every script, style and font the book's pages load from the site itself.
 
 The browser libraries are npm packages pinned in package.json and package-lock.json; nothing
-third-party is committed. This file has two roles:
+third-party is committed. This module has the files and the checks; two things use them:
 
-- Command line, run by `make vendor` and by the test suite before it builds the book:
-  `python scripts/vendor_assets.py` runs `npm ci` when node_modules is missing or holds a
-  version other than the pinned one, then checks that every file the site needs is there.
-- Sphinx extension, loaded through `sphinx: local_extensions` in _config.yml:
+- the command line, run by `make vendor` and by the test suite before it builds the book:
+  `python -m booktools.vendor_assets` runs `npm ci` when node_modules is missing or holds a
+  version other than the pinned one, then checks that every file the site needs is there;
+- the Sphinx extension `booktools.sphinxext.vendor_assets` (in `_config.yml`), which
   * copies those files from node_modules into `_static/npm/` of the built site (a folder
     of its own: Jupyter Book injects every .js and .css of a source `_static/` into every
     page, which with MathJax's ~80 component files is far too much);
@@ -30,7 +30,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from booktools.book import ROOT
+
 NODE_MODULES = ROOT / "node_modules"
 VENDOR = "npm"  # the copies live in <site>/_static/npm/ (the theme has its own .../vendor/)
 
@@ -65,7 +66,7 @@ CDN_REPLACEMENTS = {
 # from the module name and the page's folder ("chapters/@jupyter-widgets/..."): map the
 # names to the folder that holds the files, found from this script's own URL.
 WIDGETS_REQUIRE_CONFIG = """\
-// Written by scripts/vendor_assets.py: where the widget manager's modules (and fonts) are.
+// Written by booktools/vendor_assets.py: where the widget manager's modules (and fonts) are.
 (function () {
   var here = document.currentScript.src.replace(/[^/]*$/, "");
   requirejs.config({paths: {
@@ -132,7 +133,7 @@ def ensure_installed(quiet: bool = False) -> None:
         raise RuntimeError("after npm ci: " + "; ".join(left))
 
 
-# --------------------------------------------------------------------------- Sphinx extension
+# --------------------------------------------------------------------------- the copies
 
 
 def _stamp() -> str:
@@ -172,81 +173,16 @@ def find_external_loads(html: str) -> list[str]:
     return sorted({next(g for g in m.groups() if g) for m in _EXTERNAL_LOAD.finditer(html)})
 
 
-def _check_installed(app) -> None:
-    if app.builder.format == "html" and (left := problems()):
-        from sphinx.errors import ExtensionError
-
-        raise ExtensionError(
-            "the site's browser libraries are missing or stale in node_modules ("
-            + "; ".join(left)
-            + "): run `make vendor` (or `python scripts/vendor_assets.py`), which needs npm"
-        )
-
-
-def _drop_thebe(app) -> None:
-    """Unhook sphinx-thebe: no Thebe scripts, config blocks or stylesheet on any page."""
-    app.setup_extension("sphinx_thebe")  # so that it is loaded before it is unhooked
-    for listeners in app.events.listeners.values():
-        for listener in list(listeners):
-            if getattr(listener.handler, "__module__", "").startswith("sphinx_thebe"):
-                app.disconnect(listener.id)
-    app.registry.css_files = [
-        (name, attrs) for name, attrs in app.registry.css_files if "thebe" not in name
-    ]
-
-
-def _theme_default_mode(app, config) -> None:
-    """Without a default colour mode the theme logs `Got invalid theme mode: . Resetting to
-    auto.` as a console error on a reader's first visit; "auto" is what it falls back to."""
-    if not config.html_context.get("default_mode"):
-        config.html_context = {**config.html_context, "default_mode": "auto"}
-
-
-def _rewrite_cdn_urls(app, pagename, templatename, context, doctree) -> None:
-    """Point the CDN URLs in a page's body (notebook outputs) at the local copies."""
-    body = context.get("body")
-    if not body or "//cdnjs.cloudflare.com/" not in body:
-        return
-    for url, local in CDN_REPLACEMENTS.items():
-        if url in body:
-            body = body.replace(url, context["pathto"](f"_static/{VENDOR}/{local}", resource=True))
-    context["body"] = body
-
-
-def _finish(app, exception) -> None:
-    if exception is not None or app.builder.format != "html":
-        return
-    from sphinx.util import logging
-
-    copy_assets(Path(app.outdir) / "_static")
-    logger = logging.getLogger(__name__)
-    for page in sorted(Path(app.outdir).rglob("*.html")):
-        if page.relative_to(app.outdir).parts[0] in {"_static", "_sources"}:
-            continue
-        for url in find_external_loads(page.read_text(encoding="utf-8")):
-            logger.warning(
-                f"{page.relative_to(app.outdir)} loads {url} from another host: add the "
-                "library to package.json and serve it from _static/npm "
-                "(scripts/vendor_assets.py)",
-                type="vendor_assets",
-                subtype="external",
-            )
-
-
-def setup(app):
-    _drop_thebe(app)
-    app.connect("config-inited", _theme_default_mode)
-    app.connect("builder-inited", _check_installed)
-    # late (priority 900): after myst-nb and the theme have filled in the page's body
-    app.connect("html-page-context", _rewrite_cdn_urls, priority=900)
-    app.connect("build-finished", _finish)
-    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
-
-
-if __name__ == "__main__":
+def main() -> int:
     try:
         ensure_installed()
     except RuntimeError as err:
-        sys.exit(f"vendor_assets: {err}")
+        print(f"vendor_assets: {err}", file=sys.stderr)
+        return 1
     pins = ", ".join(f"{name} {version}" for name, version in pinned_versions().items())
     print(f"vendor_assets: node_modules holds {pins}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

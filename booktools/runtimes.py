@@ -1,19 +1,22 @@
 """How long each chapter notebook takes to run: measured by the test suite, shown on its page.
 
-`chapters/runtimes.json` is written by the test run, never by hand. This file has two roles:
+Two files, both written by tools, never by hand:
 
-- pytest helpers, called from the root conftest.py: a `Recorder` sums, per notebook, the
-  setup + call + teardown durations of its nbval cell items (the kernel's start and stop are
-  in the first cell's setup and the last cell's teardown). At the end of the session
-  `record` writes an entry for every chapter notebook whose cells all ran and passed in that
-  session; entries of notebooks not run are kept. A `-k` or `-x` run, a failed or skipped
-  cell, `--nbval-lax` or a notebook outside chapters/ records nothing.
-- Sphinx extension, loaded through `sphinx: local_extensions` in _config.yml: under the
-  title of every page that has an entry it puts one line, e.g. "This notebook runs top to
-  bottom in about 3 min on a 2-core CPU (measured by the test suite, 2026-11-23)." It is
-  in the site only: the notebooks themselves (Colab, Binder, download) do not change.
+- `_build/runtimes.json` (not tracked): the test suite's measurements. The pytest plugin
+  (`booktools.pytest_plugin`) sums, per notebook, the setup + call + teardown durations of
+  its nbval cell items (the kernel's start and stop are in the first cell's setup and the last
+  cell's teardown) and, at the end of the session, writes an entry for every chapter notebook
+  whose cells all ran and passed in that session; entries of notebooks not run are kept. A
+  `-k` or `-x` run, a failed or skipped cell, `--nbval-lax` or a notebook outside chapters/
+  records nothing. So `make test` changes no tracked file.
+- `chapters/runtimes.json` (tracked): what the site shows. `make runtimes`
+  (``python -m booktools.runtimes``) copies the measured entries into it, after a test run
+  on the reference machine; commit it then. The Sphinx extension `booktools.sphinxext.runtimes`
+  puts one line under the title of every page that has an entry, e.g. "This notebook runs top
+  to bottom in about 3 min on a 2-core CPU (measured by the test suite, 2026-11-23)."
 
-An entry, keyed by the page's name in _toc.yml ("chapters/01_background"):
+An entry, keyed by the page's name in _toc.yml ("chapters/01_background", or
+"chapters/05_practice/01_training" for a section notebook in a chapter's folder):
 
     {"accelerator": "cpu", "cells": 31, "cpu_count": 2,
      "cpu_model": "Intel(R) Xeon(R) Processor", "date": "2026-11-23", "seconds": 84.2,
@@ -22,16 +25,21 @@ An entry, keyed by the page's name in _toc.yml ("chapters/01_background"):
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = "chapters"  # only notebooks directly in this folder are recorded
-RUNTIMES_FILE = ROOT / CHAPTERS / "runtimes.json"
+from booktools.book import ROOT
+
+CHAPTERS = "chapters"  # only notebooks in this folder (or its sub-folders) are recorded
+RUNTIMES_FILE = ROOT / CHAPTERS / "runtimes.json"  # tracked: what the site shows
+MEASURED = "_build/runtimes.json"  # under the repository: what the test suite measured
+MEASURED_FILE = ROOT / MEASURED
 UNDER_A_MINUTE_S = 45  # below this the note says "under a minute" rather than "about 1 min"
 PHASES = ("setup", "call", "teardown")
 NOTE_CLASS = "runtime-note"  # the CSS class of the note on a page (tests look for it)
@@ -49,7 +57,7 @@ FIELDS = {
 
 
 class RuntimesFileError(ValueError):
-    """chapters/runtimes.json cannot be read as the test suite writes it."""
+    """A runtimes file cannot be read as the tools write it."""
 
 
 # --------------------------------------------------------------------------- the JSON file
@@ -58,7 +66,8 @@ class RuntimesFileError(ValueError):
 def _fix_hint(path: Path) -> str:
     return (
         f"{path} is written by the test suite, never by hand: restore it from git, or delete "
-        "it and run the notebooks' nbval tests (`make test`) to measure them again"
+        "it, run the notebooks' nbval tests (`make test`) to measure them again and copy "
+        "the times with `make runtimes`"
     )
 
 
@@ -107,6 +116,7 @@ def dumps(entries: dict[str, dict]) -> str:
 def save(entries: dict[str, dict], path: Path = RUNTIMES_FILE) -> None:
     """Write the file in one step (a reader never sees half of it)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # _build/ may not exist yet
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(dumps(entries), encoding="utf-8")
     tmp.replace(path)
@@ -116,7 +126,7 @@ def record(
     measured: dict[str, tuple[float, int]],
     machine: dict,
     date: str,
-    path: Path = RUNTIMES_FILE,
+    path: Path = MEASURED_FILE,
 ) -> dict[str, dict]:
     """Add or replace the entries of the notebooks in `measured` ({name: (seconds, cells)}),
     keep all others, write the file and return what it now holds."""
@@ -174,17 +184,24 @@ def today() -> str:
 
 
 def notebook_name(notebook: Path, root: Path = ROOT) -> str | None:
-    """The _toc.yml name of a chapter notebook, or None for any other file.
+    """The _toc.yml name of a chapter notebook (one in chapters/ or a sub-folder of it),
+    or None for any other file.
 
     >>> notebook_name(ROOT / "chapters" / "01_background.ipynb")
     'chapters/01_background'
+    >>> notebook_name(ROOT / "chapters" / "05_practice" / "01_training.ipynb")
+    'chapters/05_practice/01_training'
     >>> notebook_name(ROOT / "assignments" / "ch01" / "student" / "ch01.ipynb") is None
     True
     """
     notebook = Path(notebook).resolve()
-    if notebook.suffix != ".ipynb" or notebook.parent != (Path(root) / CHAPTERS).resolve():
+    try:
+        inside = notebook.relative_to((Path(root) / CHAPTERS).resolve())
+    except ValueError:
         return None
-    return f"{CHAPTERS}/{notebook.stem}"
+    if notebook.suffix != ".ipynb" or any(part.startswith(".") for part in inside.parts):
+        return None  # not a notebook, or a hidden copy (.ipynb_checkpoints/)
+    return f"{CHAPTERS}/{inside.with_suffix('').as_posix()}"
 
 
 @dataclass
@@ -242,7 +259,7 @@ class Recorder:
 
 
 def describe(entry: dict) -> str:
-    """The sentence under a chapter's title.
+    """The sentence under a chapter's title (`booktools.sphinxext.runtimes` puts it there).
 
     >>> entry = {"seconds": 170.0, "cpu_count": 2, "accelerator": "cpu", "date": "2026-11-23"}
     >>> print(describe(entry))  # doctest: +NORMALIZE_WHITESPACE
@@ -264,45 +281,44 @@ def describe(entry: dict) -> str:
     )
 
 
-def _load_for_build(app) -> None:
-    from sphinx.errors import ExtensionError
-
-    path = Path(app.srcdir) / CHAPTERS / "runtimes.json"
-    try:
-        app.runtimes = (path, load(path))  # read once per build
-    except RuntimesFileError as err:
-        raise ExtensionError(str(err)) from err
+# --------------------------------------------------------------------------- make runtimes
 
 
-def _add_note(app, doctree) -> None:
-    """Put the note right under the page title."""
-    from docutils import nodes
-    from sphinx.util import logging
+def copy(source: Path = MEASURED_FILE, target: Path = RUNTIMES_FILE,
+         root: Path = ROOT) -> tuple[dict[str, dict], list[str]]:  # fmt: skip
+    """Copy every measured entry of `source` into `target`, keeping the target's other
+    entries but dropping those whose notebook no longer exists (a renamed or split chapter).
+    Returns (the entries copied, the names dropped)."""
+    measured = load(source)
+    entries = load(target)
+    entries.update(measured)
+    gone = sorted(name for name in entries if not (Path(root) / f"{name}.ipynb").is_file())
+    for name in gone:
+        del entries[name]
+    save(entries, target)
+    return {name: measured[name] for name in measured if name not in gone}, gone
 
-    docname = app.env.docname
-    if not docname.startswith(f"{CHAPTERS}/") or "/" in docname[len(CHAPTERS) + 1 :]:
-        return
-    if not str(app.env.doc2path(docname)).endswith(".ipynb"):
-        return
-    path, entries = app.runtimes
-    # re-read this page when the measurements change (an incremental build would not)
-    app.env.note_dependency(str(path))
-    entry = entries.get(docname)
-    if entry is None:
-        logging.getLogger(__name__).info(
-            f"runtimes: no measured time for {docname} in {path.name}: no note on its page"
-        )
-        return
-    title = doctree.next_node(nodes.title)  # the page title: its first heading
-    if title is None:
-        return
-    text = nodes.emphasis(text=describe(entry))
-    title.parent.insert(
-        title.parent.index(title) + 1, nodes.paragraph("", "", text, classes=[NOTE_CLASS])
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Copy the chapter run times the test suite measured "
+        f"({MEASURED}) into {CHAPTERS}/runtimes.json, which the site shows."
     )
+    parser.add_argument("--source", type=Path, default=MEASURED_FILE, help="measured times")
+    parser.add_argument("--target", type=Path, default=RUNTIMES_FILE, help="the book's file")
+    args = parser.parse_args(argv)
+    if not load(args.source):
+        print(f"no measured run times in {args.source}: run `make test` (or nbval on the "
+              "chapter notebooks) first", file=sys.stderr)  # fmt: skip
+        return 1
+    copied, gone = copy(args.source, args.target)
+    for name, entry in sorted(copied.items()):
+        print(f"{name}: {entry['seconds']} s ({entry['date']}, {describe(entry)})")
+    for name in gone:
+        print(f"{name}: dropped, its notebook no longer exists")
+    print(f"wrote {args.target}: commit it with the notebooks it measures")
+    return 0
 
 
-def setup(app):
-    app.connect("builder-inited", _load_for_build)
-    app.connect("doctree-read", _add_note)
-    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
+if __name__ == "__main__":
+    sys.exit(main())

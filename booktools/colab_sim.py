@@ -37,7 +37,7 @@ Student assignments cannot run whole (their answers are blanks, ``...``): for a 
 with an otter ``grader = otter.Notebook(...)`` cell, the run stops after that cell, which
 proves that the ``assignments`` extra installs and otter starts.
 
-    python scripts/colab_sim.py chapters/03_transformer.ipynb [more.ipynb ...]
+    python -m booktools.colab_sim chapters/03_transformer.ipynb [more.ipynb ...]
         [--work DIR] [--keep] [--reuse] [--untracked] [--cell-timeout S]
 
 Exit status 0 when every notebook ran; 1 when one failed (the first failing cell, its
@@ -59,9 +59,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from booktools.book import ROOT, config
+
 TAG = "colab-setup"
 # What Colab preinstalls that the book relies on; torch is pinned to the one local wheel
 # (a plain `torch` would pull gigabytes of CUDA wheels).
@@ -208,9 +208,9 @@ def run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
-def config() -> tuple[str, str]:
+def repository() -> tuple[str, str]:
     """(repository.url, branch) from _config.yml: the one place the URL is written."""
-    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    repo = config()["repository"]
     return repo["url"], repo.get("branch", "main")
 
 
@@ -282,7 +282,7 @@ def make_runtime(work: Path, untracked: bool = False, data_dir: str | None = Non
     work.mkdir(parents=True, exist_ok=True)
     if any(work.iterdir()):
         raise ValueError(f"{work} is not empty: pass a new or empty folder")
-    url, branch = config()
+    url, branch = repository()
     bare, commit = snapshot(work / "git", branch, untracked)
     # `git clone <url>` resolves to the bare repository; no system config interferes.
     (work / "gitconfig").write_text(f'[url "{bare.as_uri()}"]\n\tinsteadOf = {url}\n')
@@ -293,9 +293,12 @@ def make_runtime(work: Path, untracked: bool = False, data_dir: str | None = Non
     startup = work / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
     (startup / "00-colab.py").write_text("import google.colab  # noqa: F401  as in Colab\n")
-    if data_dir is None:
-        shared = ROOT.parent / "shared" / "data"
-        data_dir = os.environ.get("LMLIB_DATA_DIR") or (str(shared) if shared.is_dir() else None)
+    if data_dir is None:  # the caller's data sets: its LMLIB_DATA_DIR, else its cache
+        from lmlib.data import cache_dir  # where `make data` puts them
+
+        data_dir = os.environ.get("LMLIB_DATA_DIR") or (
+            str(cache_dir()) if cache_dir().is_dir() else None
+        )
     pip_cache = run([sys.executable, "-m", "pip", "cache", "dir"]).stdout.strip()
     pristine = work / "pristine-venv" if keep_pristine else None
     preinstalled = build_venv(pristine or work / "venv")
@@ -322,7 +325,8 @@ def kernel_env(rt: Runtime, colab: bool = True) -> dict[str, str]:
     env.update({
         "PATH": f"{rt.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(rt.venv), "HOME": str(rt.work / "home"),
-        "PIP_CACHE_DIR": rt.pip_cache, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+        "PIP_CACHE_DIR": rt.pip_cache, "HF_HUB_OFFLINE": "1", "LMLIB_OFFLINE": "1",
+        "MPLBACKEND": "Agg",
         "GIT_CONFIG_GLOBAL": str(rt.work / "gitconfig"), "GIT_CONFIG_NOSYSTEM": "1",
         # an empty IPython profile outside "Colab": no startup file imports the stub
         "IPYTHONDIR": str(rt.work / ("ipython" if colab else "ipython-plain")),
@@ -341,7 +345,7 @@ def prepare(path: Path, rt: Runtime) -> tuple[nbformat.NotebookNode, int, int | 
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     if not code or TAG not in nb.cells[code[0]].metadata.get("tags", []):
         raise ValueError(f"{path}: the first code cell is not tagged {TAG!r}: "
-                         "run `python scripts/sync_setup_cells.py`")  # fmt: skip
+                         "run `make sync`")  # fmt: skip
     setup = nb.cells[code[0]]
     if "/content/" not in setup.source:
         raise ValueError(f"{path}: its setup cell never mentions /content/")

@@ -3,12 +3,12 @@
 Each assignment is one master notebook, ``assignments/<name>/<name>.ipynb``, holding the
 prompts, the solutions and the public and hidden tests in otter-grader's assign format.
 
-    python scripts/assignments.py build [NAME ...]
+    python -m booktools.assignments build [NAME ...]   (`make assignments`)
         otter assign -> assignments/<name>/dist/ (gitignored: autograder zip, solutions),
         then copy the student notebook and its public tests to assignments/<name>/student/
         (committed, so the chapter can link the notebook for Colab).
 
-    python scripts/assignments.py check [NAME ...]
+    python -m booktools.assignments check [NAME ...]
         build into a temporary folder, grade the solution and the blank student notebook
         with `otter run` (no Docker), and require full marks and zero on every test case;
         also require the committed student/ folder to equal the fresh build.
@@ -34,12 +34,13 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
+from booktools.book import ROOT
+
 ASSIGNMENTS = ROOT / "assignments"
-SETUP_TAG = "colab-setup"  # the cell scripts/sync_setup_cells.py fills in
+SETUP_TAG = "colab-setup"  # the cell booktools.sync_setup_cells fills in
 OTTER_INIT = "# Initialize Otter"  # first line of the cell otter's init_cell adds
 IGNORED = {"__pycache__", ".ipynb_checkpoints", ".OTTER_LOG"}  # local runs leave these
-REBUILD_HINT = "run `python scripts/assignments.py build` and commit assignments/*/student/"
+REBUILD_HINT = "run `make assignments` and commit assignments/*/student/"
 
 
 # ---------------------------------------------------------------- finding and building
