@@ -2,14 +2,21 @@
 
 - `lmlib.runtime`: seeding and device choice (every chapter's first cell)
 - `lmlib.data`: the book's data sets, found offline or downloaded and checksum-verified
-- `lmlib.pretrained`: SmolLM2-135M-Instruct and all-MiniLM-L6-v2, offline
+- `lmlib.pretrained`: SmolLM2-135M-Instruct (also in lmlib's own Llama) and all-MiniLM-L6-v2,
+  offline
 - `lmlib.history`: published milestones and model sizes, with sources (Chapter 1)
 - `lmlib.ngram`: n-gram language models (Chapter 1)
 - `lmlib.tokenizers`: character and byte-level BPE tokenizers, from scratch (Chapter 2)
-- `lmlib.attention`: attention, masks, position encodings, norms, feed-forward layers (Ch. 3-4)
-- `lmlib.model`: GPT-2-style and Llama-style decoder-only models, loadable from Hugging Face,
-  with a KV cache (Chapters 3-5)
+- `lmlib.attention`: attention by hand and fused (with grouped-query heads), position
+  encodings, norms, feed-forward layers (Chapters 3-4)
+- `lmlib.model`: GPT-2-style and Llama-style decoder-only models side by side, and where
+  their parameters are (Chapters 3-5)
+- `lmlib.inputs`: a decoder's inputs: token ids or embeddings, positions and attention masks,
+  with a KV cache and left padding (Chapters 3, 5)
+- `lmlib.convert`: Hugging Face checkpoints in lmlib's GPT and Llama (Chapter 3)
 - `lmlib.train`: batches, the learning-rate schedule, AdamW and a resumable trainer (Ch. 5)
+- `lmlib.kvcache`: the KV cache: keys and values kept between steps, shared prefixes, its
+  memory (Chapter 5)
 - `lmlib.generate`: greedy, sampling filters, beam search, streaming, batched prompts (Ch. 5)
 - `lmlib.finetune`: LoRA, adapters, prompt tuning and classification by label words (Ch. 5)
 - `lmlib.prompting`: zero- and few-shot prompts, scored with a shared cached prefix (Ch. 6)

@@ -17,6 +17,7 @@ from lmlib.attention import (
     RMSNorm,
     SwiGLU,
     apply_rope,
+    attend,
     causal_mask,
     rope_cache,
     scaled_dot_product_attention,
@@ -25,8 +26,11 @@ from lmlib.attention import (
 )
 
 ATOL = 1e-5
-llama = pytest.importorskip("transformers.models.llama.modeling_llama")
-LlamaConfig = pytest.importorskip("transformers").LlamaConfig
+
+
+def hf_llama():
+    """Hugging Face's Llama modules; without ``transformers`` the calling test skips."""
+    return pytest.importorskip("transformers.models.llama.modeling_llama")
 
 
 def qkv(B=2, nh=3, T=7, S=7, hs=8, seed=0):
@@ -94,6 +98,40 @@ def test_sdpa_bad_inputs():
         scaled_dot_product_attention(q, k, v[:, :, :3])
     with pytest.raises(TypeError, match="floating point"):
         scaled_dot_product_attention(q.long(), k, v)
+
+
+def grouped_attention_by_hand(q, k, v, mask):
+    """Reference for GQA: query head h reads k/v head h // g, one head at a time."""
+    nh, nkv, hs = q.size(1), k.size(1), q.size(-1)
+    out = torch.empty_like(q)
+    for h in range(nh):
+        j = h // (nh // nkv)
+        scores = q[:, h] @ k[:, j].transpose(-2, -1) / math.sqrt(hs)  # (B, T, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, 0], float("-inf"))  # mask (B or 1, 1, T, S)
+        out[:, h] = torch.softmax(scores, dim=-1) @ v[:, j]  # (B, T, hs)
+    return out
+
+
+@pytest.mark.parametrize("nkv", [1, 2, 4])
+@pytest.mark.parametrize("case", ["causal", "cache and padding", "one new token"])
+def test_attend_fused_and_teaching_equal_grouped_attention_by_hand(nkv, case):
+    """What the models call: 4 query heads share nkv k/v heads, under each kind of mask."""
+    T, S = {"causal": (5, 5), "cache and padding": (3, 7), "one new token": (1, 6)}[case]
+    q, _, _ = qkv(B=2, nh=4, T=T, S=S, hs=8)
+    _, k, v = qkv(B=2, nh=nkv, T=T, S=S, hs=8, seed=1)
+    mask = None  # attend's default: causal, or a single new token that sees everything
+    if case == "cache and padding":  # 4 cached keys; row 1 starts with 2 padding positions
+        query, key = torch.arange(S - T, S)[:, None], torch.arange(S)[None, :]  # (T, 1), (1, S)
+        real = torch.tensor([[True] * S, [False] * 2 + [True] * (S - 2)])  # (B, S)
+        mask = (key <= query) & real[:, None, None, :]  # (B, 1, T, S)
+    want = grouped_attention_by_hand(q, k, v, causal_mask(T)[None, None] if case == "causal"
+                                     else mask)  # fmt: skip
+    fused, none = attend(q, k, v, mask)
+    teaching, weights = attend(q, k, v, mask, return_weights=True)
+    assert none is None and weights.shape == (2, 4, T, S)
+    torch.testing.assert_close(fused, want, atol=ATOL, rtol=0)
+    torch.testing.assert_close(teaching, want, atol=ATOL, rtol=0)
 
 
 # --- multi-head attention ------------------------------------------------------------------
@@ -170,15 +208,15 @@ def test_sinusoidal_positions():
     assert math.isclose(pe[p, 2 * i + 1].item(), math.cos(p / 10000 ** (2 * i / 16)), abs_tol=1e-6)
 
 
-def tiny_llama_config(**kw):
-    return LlamaConfig(
+def hf_llama_config(**kw):
+    return pytest.importorskip("transformers").LlamaConfig(
         hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=4, **kw
     )
 
 
 def test_rope_matches_hugging_face_llama():
     B, nh, T, hs = 2, 4, 10, 8
-    cfg = tiny_llama_config(max_position_embeddings=64)
+    llama, cfg = hf_llama(), hf_llama_config(max_position_embeddings=64)
     q, k, _ = qkv(B, nh, T, T, hs)
     position_ids = torch.arange(3, 3 + T)[None].expand(B, T)  # an offset of 3 positions
     ref_cos, ref_sin = llama.LlamaRotaryEmbedding(cfg)(q, position_ids)  # (B, T, hs)
@@ -240,7 +278,7 @@ def test_layernorm_matches_torch(bias):
 
 def test_rmsnorm_matches_formula_and_llama():
     torch.manual_seed(0)
-    ours, ref = RMSNorm(32), llama.LlamaRMSNorm(32, eps=1e-6)
+    ours, ref = RMSNorm(32), hf_llama().LlamaRMSNorm(32, eps=1e-6)
     with torch.no_grad():
         ours.weight.normal_()
         ref.weight.copy_(ours.weight)
@@ -262,8 +300,8 @@ def test_gelu_mlp_matches_torch_gelu_tanh():
 
 def test_swiglu_matches_llama_mlp():
     torch.manual_seed(0)
-    cfg = tiny_llama_config()
-    ref = llama.LlamaMLP(cfg)
+    cfg = hf_llama_config()
+    ref = hf_llama().LlamaMLP(cfg)
     ours = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
     ours.load_state_dict(ref.state_dict())  # same parameter names, so this just works
     x = torch.randn(2, 5, cfg.hidden_size)
