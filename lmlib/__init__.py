@@ -14,18 +14,22 @@
 - `lmlib.inputs`: a decoder's inputs: token ids or embeddings, positions and attention masks,
   with a KV cache and left padding (Chapters 3, 5)
 - `lmlib.convert`: Hugging Face checkpoints in lmlib's GPT and Llama (Chapter 3)
+- `lmlib.perplexity`: perplexity, exp of the mean cross-entropy, over long texts (Chapter 4)
 - `lmlib.train`: batches, the learning-rate schedule, AdamW and a resumable trainer (Ch. 5)
 - `lmlib.kvcache`: the KV cache: keys and values kept between steps, shared prefixes, its
   memory (Chapter 5)
+- `lmlib.sampling`: from next-token logits to a token: logits processors, sampling (Ch. 5)
 - `lmlib.generate`: greedy, sampling filters, beam search, streaming, batched prompts (Ch. 5)
-- `lmlib.finetune`: LoRA, adapters, prompt tuning and classification by label words (Ch. 5)
+- `lmlib.finetune`: LoRA, adapters and prompt tuning (Chapter 5)
 - `lmlib.prompting`: zero- and few-shot prompts, scored with a shared cached prefix (Ch. 6)
+- `lmlib.classify`: classification by label words, a language model without a new head (Ch. 6)
 - `lmlib.metrics`: accuracy, precision/recall/F1, recall@k, BLEU, ROUGE, pass@k (Chapter 6)
 - `lmlib.rag`: passages, BM25 and dense retrieval, prompts with context (Chapter 6)
 - `lmlib.chat`: a multi-turn chat loop within the context window, streamed (Chapter 6)
 - `lmlib.sandbox`: running generated code against unit tests with limits (Chapter 6)
-- `lmlib.efficiency`: quantization, weight memory, sliding-window perplexity, memorization
-  and compute-optimal sizes (Chapter 7)
+- `lmlib.quantization`: weights as small integers, and the memory that saves (Chapter 7)
+- `lmlib.memorization`: does a model reproduce its training data word for word? (Chapter 7)
+- `lmlib.scaling`: compute-optimal model sizes, Chinchilla's rule of thumb (Chapter 7)
 """
 
 from lmlib.runtime import (
