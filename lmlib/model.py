@@ -18,7 +18,8 @@ Attention goes through `lmlib.attention.attend`: PyTorch's fused kernel by defau
 teaching version when the weights are asked for.
 
 Module names follow Hugging Face's GPT-2 exactly (nanoGPT does the same) and Llama's nearly,
-so `lmlib.pretrained` loads their weights (`gpt_from_hf`, `llama_from_hf`).
+so `lmlib.convert` loads its checkpoints with few renames (`lmlib.convert.gpt_from_hf`,
+`lmlib.convert.llama_from_hf`).
 
 >>> model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layers=1, n_heads=2, d_model=4))
 >>> out = model(torch.tensor([[1, 2, 3]]))
