@@ -26,8 +26,7 @@ import torch  # noqa: E402
 
 from lmlib.data import load_sst2  # noqa: E402
 from lmlib.finetune import finetune_classifier, train_encoder_classifier  # noqa: E402
-from lmlib.model import llama_from_smollm2  # noqa: E402
-from lmlib.pretrained import load_minilm, load_smollm2  # noqa: E402
+from lmlib.pretrained import llama_from_smollm2, load_minilm, load_smollm2  # noqa: E402
 
 METHODS = ("lora", "adapter", "prompt", "full")
 

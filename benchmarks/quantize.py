@@ -2,7 +2,7 @@
 perplexity on held-out text.
 
 Formats: float32 (the de-quantized GGUF weights every chapter uses), bfloat16, int8
-weight-only (`lmlib.efficiency.quantize_linears`: one scale per output channel, de-quantized
+weight-only (`lmlib.quantization.quantize_linears`: one scale per output channel, de-quantized
 in each forward), int8 dynamic (PyTorch's int8 matmuls, activations quantized per tensor)
 and 4-bit weight-only in groups of 32 (`quantize_linears(bits=4, group_size=32)`, stored
 one number per byte here). The tied embedding / output matrix stays in float32 in the
@@ -35,16 +35,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from lmlib.data import load_tiny_shakespeare  # noqa: E402
-from lmlib.efficiency import (  # noqa: E402
+from lmlib.perplexity import sliding_window_perplexity  # noqa: E402
+from lmlib.pretrained import load_smollm2, smollm2_gguf_path  # noqa: E402
+from lmlib.quantization import (  # noqa: E402
     Int8Linear,
     dynamic_int8,
     model_bytes,
     quantize_linears,
     serialized_bytes,
-    sliding_window_perplexity,
     time_forward,
 )
-from lmlib.pretrained import load_smollm2, smollm2_gguf_path  # noqa: E402
 
 
 def packed_bytes(model) -> int:

@@ -124,7 +124,12 @@ def main():
 
     model = GPT(
         GPTConfig(
-            block_size=64, vocab_size=tok.vocab_size, n_layer=4, n_head=4, d_model=128, dropout=0.0
+            block_size=64,
+            vocab_size=tok.vocab_size,
+            n_layers=4,
+            n_heads=4,
+            d_model=128,
+            dropout=0.0,
         )
     )
     cfg = TrainConfig(

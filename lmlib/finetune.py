@@ -10,11 +10,10 @@ Each method adds one idea to a frozen pretrained model, and each starts as "no c
 - `PromptTuning` (Lester et al. 2021): learned "virtual token" embeddings put in front of
   the input; the model itself does not change at all.
 
-Classification reuses the language model as it is: a sentence goes into a template such as
-``"Review: {sentence}\\nSentiment:"`` and the label whose word (`` positive``) the model finds
-most likely wins (`label_word_logprobs`, `classify`). `finetune_classifier` trains with the
-language-model loss on the label word only. `EncoderClassifier` is the classic alternative:
-an encoder (MiniLM) plus a linear head, all weights trained.
+`finetune_classifier` compares them on classification by label words (`lmlib.classify`):
+trained with the language-model loss on the label word only, through `lmlib.train.Trainer`.
+`EncoderClassifier` is the classic alternative: an encoder (MiniLM) plus a linear head, all
+weights trained. `replace_modules` does the model surgery, here and in `lmlib.quantization`.
 
 Shape legend: B batch, T time, P virtual tokens, C channels (d_model), V vocabulary, r rank.
 """
@@ -30,10 +29,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmlib.model import GPT, Block, LMOutput, _lm_loss
+from lmlib.classify import LABEL_WORDS, TEMPLATE, label_word_logprobs, right_pad
+from lmlib.model import GPT, Block, LMOutput, lm_loss
+from lmlib.runtime import eval_mode
+from lmlib.train import TrainConfig, Trainer
 
-TEMPLATE = "Review: {sentence}\nSentiment:"  # short prompts keep CPU training fast
-LABEL_WORDS = (" negative", " positive")  # index = SST-2 label; the space belongs to the word
 METHOD_LR = {"lora": 2e-3, "adapter": 1e-3, "prompt": 3e-2, "full": 3e-5}  # AdamW defaults
 
 
@@ -67,8 +67,31 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _swap(model: nn.Module, match, make) -> int:
-    """Replace every submodule with ``match(name, module)`` by ``make(module)``; count them."""
+def name_ends_with(name: str, suffixes) -> bool:
+    """Whether the dotted module ``name`` ends with one of ``suffixes``, whole names only.
+
+    >>> [name_ends_with(name, ("q_proj",)) for name in ("blocks.0.attn.q_proj", "xq_proj")]
+    [True, False]
+    >>> [name_ends_with(name, ("attn.c_proj",)) for name in ("h.0.attn.c_proj", "h.0.mlp.c_proj")]
+    [True, False]
+    """
+    return f".{name}".endswith(tuple(f".{s}" for s in suffixes))
+
+
+def replace_modules(model: nn.Module, match, make) -> int:
+    """Replace every submodule ``m`` named ``name`` with ``match(name, m)`` true by ``make(m)``,
+    in place; returns how many. LoRA, merging and quantization all change a model this way.
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+    >>> replace_modules(net, lambda name, m: isinstance(m, nn.Linear), lambda m: nn.Identity())
+    2
+    >>> net
+    Sequential(
+      (0): Identity()
+      (1): ReLU()
+      (2): Identity()
+    )
+    """
     todo = [(parent, child_name, child)
             for name, parent in model.named_modules()
             for child_name, child in parent.named_children()
@@ -123,19 +146,17 @@ def add_lora(model, targets=("q_proj", "v_proj"), r: int = 8, alpha: float = 16,
     """
     freeze(model)
 
-    ends = tuple(f".{t}" for t in targets)  # ".q_proj" ends "blocks.0.attn.q_proj", not "xq_proj"
-
     def match(name, module):
-        return isinstance(module, nn.Linear) and f".{name}".endswith(ends)
+        return isinstance(module, nn.Linear) and name_ends_with(name, targets)
 
-    if _swap(model, match, lambda lin: LoRALinear(lin, r, alpha, dropout)) == 0:
+    if replace_modules(model, match, lambda lin: LoRALinear(lin, r, alpha, dropout)) == 0:
         raise ValueError(f"no nn.Linear in the model is named like any of {targets}")
     return model
 
 
 def merge_lora(model):
     """Replace every `LoRALinear` by its merged ``nn.Linear`` (in place; returns the model)."""
-    _swap(model, lambda name, m: isinstance(m, LoRALinear), lambda m: m.merged())
+    replace_modules(model, lambda name, m: isinstance(m, LoRALinear), lambda m: m.merged())
     return model
 
 
@@ -190,22 +211,19 @@ def add_adapters(model, bottleneck: int = 16, where=("attn", "mlp")):
 # Prompt tuning
 
 
-def _token_embedding(model) -> nn.Embedding:
-    return model.transformer.wte if isinstance(model, GPT) else model.embed
-
-
 class PromptTuning(nn.Module):
     """A frozen GPT or Llama that reads ``n_virtual_tokens`` learned embeddings first.
 
     ``init_from_ids`` starts the virtual tokens at those tokens' embeddings (Lester et al.
     found this better than random); by default they copy the rows of random vocabulary
-    tokens. Logits and loss cover the real tokens only.
+    tokens. The model runs as usual on the embeddings (``inputs_embeds``), so the virtual
+    tokens get positions 0 .. P - 1 like any others. Logits and loss cover the real tokens.
     """
 
     def __init__(self, model, n_virtual_tokens: int, init_from_ids=None):
         super().__init__()
         self.model = freeze(model)
-        wte = _token_embedding(model)
+        wte = model.get_input_embeddings()
         if init_from_ids is None:
             init_from_ids = torch.randint(0, wte.num_embeddings, (n_virtual_tokens,))
         ids = torch.as_tensor(init_from_ids, dtype=torch.long, device=wte.weight.device)
@@ -218,67 +236,15 @@ class PromptTuning(nn.Module):
         m, (B, T), P = self.model, idx.shape, self.prompt.shape[0]
         if P + T > m.config.block_size:
             raise ValueError(f"{P} virtual + {T} tokens exceed block_size {m.config.block_size}")
-        x = torch.cat([self.prompt.expand(B, P, -1), _token_embedding(m)(idx)], 1)  # (B,P+T,C)
-        if isinstance(m, GPT):  # learned positions count the virtual tokens too
-            x = m.transformer.drop(x + m.transformer.wpe(torch.arange(P + T, device=x.device)))
-            blocks, norm = m.transformer.h, m.transformer.ln_f
-        else:  # Llama: RoPE happens inside attention, nothing to add here
-            blocks, norm = m.blocks, m.norm
-        for block in blocks:
-            x, _ = block(x)
-        logits = m.lm_head(norm(x[:, P:]))  # (B, T, C) @ (C, V) -> (B, T, V)
-        return LMOutput(logits, _lm_loss(logits, targets))  # targets -100: no loss there
+        tokens = m.get_input_embeddings()(idx)  # (B, T, C)
+        x = torch.cat([self.prompt.expand(B, P, -1), tokens], dim=1)  # (B, P + T, C)
+        # The virtual tokens' outputs predict nothing: keep the real tokens' (B, T, V) only.
+        logits = m(inputs_embeds=x).logits[:, P:].contiguous()
+        return LMOutput(logits, lm_loss(logits, targets))  # targets -100: no loss there
 
 
 # --------------------------------------------------------------------------------------------
-# Classification by label words
-
-
-def _right_pad(seqs, device, fill: int = 0) -> torch.Tensor:
-    """Rows padded at the end. Causal attention never looks ahead, so padding after the
-    last real token cannot change anything before it: no attention mask is needed."""
-    out = torch.full((len(seqs), max(map(len, seqs))), fill, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        out[b, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out.to(device)
-
-
-@torch.no_grad()
-def label_word_logprobs(model, tokenizer, prompts, label_words, batch_size: int = 16):
-    """(N, n_labels) tensor: ``log p(word | prompt)`` summed over the word's tokens.
-
-    The word is tokenized on its own and appended to the prompt's tokens, exactly as in
-    training. Works with our models and with Hugging Face ones (anything with ``.logits``).
-    """
-    words = [tokenizer.encode(w, add_special_tokens=False) for w in label_words]
-    if not all(words):
-        raise ValueError(f"every label word needs at least one token: {label_words}")
-    # Scoring word w after prompt p needs the outputs at p's last token and at each of w's
-    # tokens but the last, so we run p + w[:-1]. One-token words all share one run: p.
-    runs: dict[tuple, list] = {}
-    for i, prompt in enumerate(prompts):
-        p = tokenizer.encode(prompt)
-        for k, w in enumerate(words):
-            runs.setdefault(tuple(p + w[:-1]), []).append((i, k, len(p) - 1, w))
-    out = torch.zeros(len(prompts), len(words))
-    seqs = sorted(runs, key=len)  # similar lengths side by side: less padding
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(seqs), batch_size):
-        chunk = seqs[start : start + batch_size]
-        out_ = model(_right_pad(chunk, _device(model)))
-        logits = getattr(out_, "logits", out_)  # (B, T, V)
-        for b, seq in enumerate(chunk):
-            for i, k, first, w in runs[seq]:
-                logp = logits[b, first : first + len(w)].float().log_softmax(-1)  # (len(w), V)
-                out[i, k] = logp[torch.arange(len(w)), w].sum().cpu()
-    model.train(was_training)
-    return out
-
-
-def classify(model, tokenizer, prompts, label_words, batch_size: int = 16) -> torch.Tensor:
-    """Index of the most likely label word after each prompt, shape (N,)."""
-    return label_word_logprobs(model, tokenizer, prompts, label_words, batch_size).argmax(-1)
+# Fine-tuning a classifier, each method on the same batches
 
 
 def _evaluate(model, tokenizer, examples, template, label_words) -> tuple[float, float]:
@@ -298,44 +264,49 @@ def _lm_batch(tokenizer, examples, template, label_words, device):
         w = tokenizer.encode(label_words[ex.label], add_special_tokens=False)
         seqs.append(p + w)
         targets.append([-100] * (len(p) - 1) + w + [-100])  # position t predicts token t+1
-    return _right_pad(seqs, device), _right_pad(targets, device, fill=-100)
+    return right_pad(seqs, device=device), right_pad(targets, fill=-100, device=device)
 
 
 def _memory(model, optimizer, device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
-    tensors = [*model.parameters(), *(p.grad for p in model.parameters() if p.grad is not None)]
+    # A parameter the optimizer has state for had a gradient of its own size at each step.
+    stepped = [p for p in model.parameters() if p in optimizer.state]
+    tensors = [*model.parameters(), *stepped]
     tensors += [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
     mb = sum(t.numel() * t.element_size() for t in tensors) / 2**20
     return mb, "params + grads + AdamW state (CPU; activations not counted)"
 
 
-def _train(model, batch_loss, steps: int, lr: float) -> dict:
-    """AdamW on the trainable parameters; ``batch_loss()`` draws a batch, returns its loss."""
+def _fit(model, batch_loss, steps: int, lr: float) -> dict:
+    """Train with `lmlib.train.Trainer`: AdamW, the rate falling linearly from lr to zero.
+
+    ``batch_loss(model, generator)`` draws a batch and returns its loss. Returns the numbers
+    `finetune_classifier` reports; the model ends in eval mode.
+    """
     device = _device(model)
     # No weight decay: it would pull pretrained weights and prompt embeddings towards zero.
+    # PyTorch's default AdamW kernel: configure_optimizer's fused one differs in the last
+    # bits, and the book's recorded fine-tuning runs used this one.
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    # Linear decay to zero: the last, small steps average out the noise of tiny batches.
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / max(steps, 1))
+    # Linear decay to zero, no warm-up: the last, small steps average out the noise of tiny
+    # batches. No clipping, full precision and no evaluation inside the loop.
+    cfg = TrainConfig(max_iters=steps, learning_rate=lr, min_lr=0.0, warmup_iters=0,
+                      decay="linear", weight_decay=0.0, grad_clip=None, eval_iters=0,
+                      mixed_precision="off", progress=False, device=str(device))  # fmt: skip
+    trainer = Trainer(model, cfg=cfg, loss_fn=batch_loss, optimizer=optimizer)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    losses, start = [], time.perf_counter()
-    model.train()
-    for _ in range(steps):
-        loss = batch_loss()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
+    start = time.perf_counter()
+    history = trainer.train()
     seconds = time.perf_counter() - start  # training steps only, no evaluation
     model.eval()
     memory_mb, memory_measure = _memory(model, optimizer, device)
     return dict(trainable_params=trainable_parameters(model),
                 total_params=sum(p.numel() for p in model.parameters()), seconds=seconds,
                 peak_memory_mb=memory_mb, memory_measure=memory_measure, steps=steps, lr=lr,
-                losses=losses)  # fmt: skip
+                losses=history.train_loss)  # fmt: skip
 
 
 def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: int = 60,
@@ -377,13 +348,15 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
         model = PromptTuning(model, n_virtual_tokens, (ids * n_virtual_tokens)[:n_virtual_tokens])
     else:  # "full": every weight, even if the caller froze some
         model.requires_grad_(True)
+    # Rows come from Python's random.Random(seed), not the trainer's generator, so that
+    # every method trains on the same batches as in the book's recorded runs.
     rng = random.Random(seed)
 
-    def batch_loss():
+    def batch_loss(model, generator):
         examples = rng.sample(train, batch_size)
         return model(*_lm_batch(tokenizer, examples, template, label_words, device)).loss
 
-    result = _train(model, batch_loss, steps, lr or METHOD_LR[method])
+    result = _fit(model, batch_loss, steps, lr or METHOD_LR[method])
     after = _evaluate(model, tokenizer, eval, template, label_words)
     out = dict(method=method, accuracy_before=before[0], accuracy_after=after[0],
                eval_loss_before=before[1], eval_loss_after=after[1], batch_size=batch_size,
@@ -435,21 +408,21 @@ def train_encoder_classifier(encoder, tokenizer, train, eval, *, steps: int = 15
 
     @torch.no_grad()
     def evaluate():  # accuracy and cross-entropy on eval
-        model.eval()
-        logits = torch.cat([model(*encode(eval[i : i + 64])).cpu()
-                            for i in range(0, len(eval), 64)])  # fmt: skip
+        with eval_mode(model):
+            logits = torch.cat([model(*encode(eval[i : i + 64])).cpu()
+                                for i in range(0, len(eval), 64)])  # fmt: skip
         labels = torch.tensor([ex.label for ex in eval])
         return (logits.argmax(-1) == labels).float().mean().item(), F.cross_entropy(logits, labels)
 
     before = evaluate()  # a random head: about chance
     rng = random.Random(seed)
 
-    def batch_loss():
+    def batch_loss(model, generator):  # rows from rng, as in finetune_classifier
         examples = rng.sample(train, batch_size)
         labels = torch.tensor([ex.label for ex in examples], device=device)
         return F.cross_entropy(model(*encode(examples)), labels)
 
-    result = _train(model, batch_loss, steps, lr)
+    result = _fit(model, batch_loss, steps, lr)
     after = evaluate()
     return dict(method="full", model="EncoderClassifier", accuracy_before=before[0],
                 accuracy_after=after[0], eval_loss_before=before[1].item(),

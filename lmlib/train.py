@@ -4,19 +4,21 @@ Read top to bottom, each piece adds one idea:
 
 - `get_batch`: random windows of a long token sequence; the targets are the inputs shifted
   by one, so every position of every window is a next-token prediction.
-- `lr_at`: linear warm-up, then a cosine decay to a floor.
+- `lr_at`: linear warm-up, then a cosine (or linear) decay to a floor.
 - `configure_optimizer`: AdamW, with weight decay on matrices and embeddings only.
 - `estimate_loss`: the mean loss over a fixed set of batches, so that two estimates differ
   only because the model changed, not because the batches did.
 - `Trainer`: the loop, with gradient accumulation, clipping, mixed precision on CUDA,
-  periodic evaluation, a `History` to plot, and checkpoints that resume bit for bit.
+  periodic evaluation, a `History` to plot, and checkpoints that resume bit for bit. It
+  trains on a token sequence, or on any loss a ``loss_fn`` computes: fine-tuning
+  (`lmlib.finetune`) uses the same loop.
 
 Shape legend: B batch, T time (``block_size``), V vocabulary size.
 
 >>> from lmlib.model import GPT, GPTConfig
 >>> _ = torch.manual_seed(0)
 >>> data = torch.tensor([0, 1, 2, 3] * 50)  # "0123" over and over: easy to learn
->>> model = GPT(GPTConfig(block_size=8, vocab_size=4, n_layer=1, n_head=2, d_model=16))
+>>> model = GPT(GPTConfig(block_size=8, vocab_size=4, n_layers=1, n_heads=2, d_model=16))
 >>> cfg = TrainConfig(max_iters=40, batch_size=4, block_size=8, learning_rate=1e-2,
 ...                   min_lr=1e-3, warmup_iters=5, eval_interval=0, progress=False, device="cpu")
 >>> history = Trainer(model, data, cfg=cfg).train()
@@ -31,29 +33,31 @@ import inspect
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from lmlib.runtime import get_device
+from lmlib.runtime import eval_mode, get_device
 
 
 @dataclass
 class TrainConfig:
     """A run, apart from the model and data; the defaults are nanoGPT's Shakespeare on a CPU."""
 
-    # batches
+    # batches of token data (a loss_fn draws its own)
     batch_size: int = 12  # sequences per micro-batch
     block_size: int = 64  # tokens per sequence; at most the model's own block_size
     grad_accum_steps: int = 1  # micro-batches per step: the batch is batch_size * this
-    # schedule (see lr_at): linear warm-up to learning_rate, cosine decay to min_lr
+    # schedule (see lr_at): linear warm-up to learning_rate, then decay to min_lr
     max_iters: int = 2000  # optimizer steps
     learning_rate: float = 1e-3  # peak, reached at the end of the warm-up
     min_lr: float = 1e-4  # the floor after lr_decay_iters, about learning_rate / 10
     warmup_iters: int = 100  # Adam's moment estimates are poor at first: start gently
-    lr_decay_iters: int | None = None  # where the cosine reaches min_lr; None: max_iters
+    lr_decay_iters: int | None = None  # where the decay reaches min_lr; None: max_iters
+    decay: str = "cosine"  # "cosine", or "linear" (a straight line down to min_lr)
     # optimizer (see configure_optimizer)
     weight_decay: float = 0.1  # AdamW's decoupled decay, on matrices and embeddings only
     betas: tuple[float, float] = (0.9, 0.999)  # PyTorch's; 0.99 and 0.95 did worse on Shakespeare
@@ -88,6 +92,8 @@ class TrainConfig:
                 f"warmup_iters {self.warmup_iters} is past the end of the decay, "
                 f"lr_decay_iters {self.decay_iters}"
             )
+        if self.decay not in ("cosine", "linear"):
+            raise ValueError(f"decay must be 'cosine' or 'linear', got {self.decay!r}")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(
                 f"mixed_precision must be 'auto', 'bf16', 'fp16' or 'off', "
@@ -152,22 +158,30 @@ def lr_at(it: int, cfg: TrainConfig) -> float:
     """The learning rate for step ``it``: linear warm-up, cosine decay, then a floor.
 
     Steps 0 .. warmup_iters - 1 climb linearly to the peak; from warmup_iters to
-    lr_decay_iters the rate follows half a cosine down to min_lr, and stays there.
+    lr_decay_iters the rate follows half a cosine down to min_lr, and stays there. With
+    ``decay="linear"`` it follows a straight line instead (fine-tuning's schedule).
 
     Worked example, peak 1.0, floor 0.1, 4 warm-up steps, decay until step 14: the warm-up
     gives 1/4, 2/4, 3/4, 4/4; halfway down (step 9) the cosine factor is 0.5, so
-    0.1 + 0.5 * (1.0 - 0.1) = 0.55.
+    0.1 + 0.5 * (1.0 - 0.1) = 0.55. Linear, from 1.0 to 0 over 4 steps: 1, 3/4, 2/4, 1/4.
 
     >>> cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=4, lr_decay_iters=14)
     >>> [round(lr_at(it, cfg), 4) for it in (0, 1, 3, 4, 9, 14, 100)]
     [0.25, 0.5, 1.0, 1.0, 0.55, 0.1, 0.1]
+    >>> cfg = TrainConfig(max_iters=4, learning_rate=1.0, min_lr=0.0, warmup_iters=0,
+    ...                   decay="linear")
+    >>> [lr_at(it, cfg) for it in range(4)]
+    [1.0, 0.75, 0.5, 0.25]
     """
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / cfg.warmup_iters  # it + 1: step 0 is not wasted
     if it >= cfg.decay_iters:
         return cfg.min_lr
     progress = (it - cfg.warmup_iters) / (cfg.decay_iters - cfg.warmup_iters)  # 0 -> 1
-    coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    if cfg.decay == "linear":
+        coeff = 1.0 - progress  # 1 -> 0
+    else:
+        coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
     return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
 
 
@@ -184,7 +198,7 @@ def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW
     (12 + 4 + 16 + 4) and the three LayerNorms (3 * 8) do not (60).
 
     >>> from lmlib.model import GPT, GPTConfig
-    >>> model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=1, d_model=4))
+    >>> model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layers=1, n_heads=1, d_model=4))
     >>> opt = configure_optimizer(model, TrainConfig())
     >>> [(g["weight_decay"], sum(p.numel() for p in g["params"])) for g in opt.param_groups]
     [(0.1, 264), (0.0, 60)]
@@ -222,7 +236,7 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, seed=0, amp
     ln V exactly; for V = 4 that is ln 4 = 1.3863.
 
     >>> from lmlib.model import GPT, GPTConfig
-    >>> model = GPT(GPTConfig(block_size=4, vocab_size=4, n_layer=1, n_head=1, d_model=8))
+    >>> model = GPT(GPTConfig(block_size=4, vocab_size=4, n_layers=1, n_heads=1, d_model=8))
     >>> _ = nn.init.zeros_(model.lm_head.weight)  # logits = features @ 0 = 0
     >>> splits = {"train": torch.tensor([0, 1, 2, 3] * 3), "val": torch.tensor([3, 2, 1, 0] * 2)}
     >>> {k: round(v, 4) for k, v in estimate_loss(model, splits, 2, 2, 4).items()}
@@ -230,11 +244,9 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, seed=0, amp
     """
     if eval_iters < 1:
         raise ValueError(f"eval_iters must be at least 1, got {eval_iters}")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     losses = {}
-    try:
+    with eval_mode(model):
         for name, data in splits.items():
             generator = torch.Generator().manual_seed(seed)
             total = torch.zeros((), device=device)
@@ -243,8 +255,6 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, seed=0, amp
                 with _autocast(device, amp_dtype):
                     total += model(x, y).loss.float()
             losses[name] = total.item() / eval_iters  # one sync per split, not per batch
-    finally:
-        model.train(was_training)
     return losses
 
 
@@ -267,10 +277,14 @@ _FREE_TO_CHANGE = set(
 
 
 def _fingerprint(config: dict) -> dict:
+    config = {**asdict(TrainConfig()), **config}  # a field added since: its default
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     if config["lr_decay_iters"] is None:  # the schedule really ends at max_iters
         config["lr_decay_iters"] = config["max_iters"]
     return {k: v for k, v in config.items() if k not in _FREE_TO_CHANGE}
+
+
+LossFn = Callable[[nn.Module, torch.Generator], torch.Tensor]  # (model, generator) -> loss
 
 
 class Trainer:
@@ -284,26 +298,46 @@ class Trainer:
     The model must map ``(idx, targets)`` to an object with a ``.loss``, as `lmlib.model`'s
     models do. Dropout draws from torch's global generator: seed it (``seed_everything``)
     before building the model for a repeatable run.
+
+    Any other training task passes ``loss_fn(model, generator)`` instead of ``train_data``:
+    it draws one micro-batch, with ``generator`` for a resumable run, and returns the
+    model's mean loss on it. Evaluation needs token data (``val_data``, or none at all).
+    ``optimizer`` replaces `configure_optimizer`'s AdamW; the schedule still sets its
+    learning rate at every step.
+
+    >>> model = nn.Linear(1, 1, bias=False)  # learn y = 3 x from random x
+    >>> def loss_fn(model, generator):
+    ...     x = torch.randn(8, 1, generator=generator)
+    ...     return ((model(x) - 3 * x) ** 2).mean()
+    >>> cfg = TrainConfig(max_iters=100, learning_rate=0.1, min_lr=0.01, warmup_iters=0,
+    ...                   weight_decay=0.0, eval_iters=0, progress=False, device="cpu")
+    >>> history = Trainer(model, cfg=cfg, loss_fn=loss_fn).train()
+    >>> round(model.weight.item(), 2)
+    3.0
     """
 
-    def __init__(
-        self, model: nn.Module, train_data, val_data=None, cfg: TrainConfig | None = None
-    ):
+    def __init__(self, model: nn.Module, train_data=None, val_data=None,
+                 cfg: TrainConfig | None = None, *, loss_fn: LossFn | None = None,
+                 optimizer: torch.optim.Optimizer | None = None):  # fmt: skip
         self.cfg = cfg = cfg if cfg is not None else TrainConfig()
-        self.splits = (
-            {"train": train_data} if val_data is None else {"train": train_data, "val": val_data}
-        )
+        if (train_data is None) == (loss_fn is None):
+            raise ValueError("pass exactly one of train_data (token ids) and loss_fn")
+        splits = {"train": train_data, "val": val_data}
+        self.splits = {name: data for name, data in splits.items() if data is not None}
         for name, data in self.splits.items():
             _check_data(data, cfg.block_size, f"{name}_data")
         model_block = getattr(getattr(model, "config", None), "block_size", None)
-        if model_block is not None and cfg.block_size > model_block:
+        if self.splits and model_block is not None and cfg.block_size > model_block:
             raise ValueError(
                 f"cfg.block_size {cfg.block_size} is longer than the model's "
                 f"block_size {model_block}"
             )
+        self.loss_fn = loss_fn if loss_fn is not None else self._token_loss
         self.device = get_device(cfg.device)
         self.model = model.to(self.device)
-        self.optimizer = configure_optimizer(self.model, cfg)  # after .to(): fused needs it
+        if optimizer is None:  # after .to(): the fused kernel needs the final device
+            optimizer = configure_optimizer(self.model, cfg)
+        self.optimizer = optimizer
         self.amp_dtype = self._amp_dtype()
         # fp16's narrow range lets small gradients underflow to zero; the scaler multiplies
         # the loss up before backward and divides the gradients back down before the step.
@@ -335,6 +369,13 @@ class Trainer:
             return torch.bfloat16 if native_bf16 else torch.float16
         return torch.bfloat16 if choice == "bf16" else torch.float16
 
+    def _token_loss(self, model: nn.Module, generator: torch.Generator) -> torch.Tensor:
+        """The next-token loss on a batch of random windows of the training tokens."""
+        cfg = self.cfg
+        x, y = get_batch(self.splits["train"], cfg.batch_size, cfg.block_size, generator,
+                         self.device)  # fmt: skip
+        return model(x, y).loss
+
     def step(self) -> torch.Tensor:
         """One optimizer step over ``grad_accum_steps`` micro-batches; returns the mean loss."""
         cfg = self.cfg
@@ -343,13 +384,10 @@ class Trainer:
             group["lr"] = lr
         total = torch.zeros((), device=self.device)
         for _ in range(cfg.grad_accum_steps):
-            x, y = get_batch(
-                self.splits["train"], cfg.batch_size, cfg.block_size, self.generator, self.device
-            )
             with _autocast(self.device, self.amp_dtype):
                 # Gradients add up over backward calls; dividing each loss by the number of
                 # micro-batches makes the sum a mean, as for one batch of the combined size.
-                loss = self.step_model(x, y).loss / cfg.grad_accum_steps
+                loss = self.loss_fn(self.step_model, self.generator) / cfg.grad_accum_steps
             self.scaler.scale(loss).backward()
             total += loss.detach().float()
         if cfg.grad_clip:
@@ -373,6 +411,8 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """`estimate_loss` on every split, recorded in the history at the current step."""
         cfg = self.cfg
+        if not self.splits:
+            raise ValueError("nothing to evaluate: this trainer was given no token data")
         # The uncompiled model: a compiled one would compile again for eval mode and no_grad.
         losses = estimate_loss(
             self.model,
@@ -396,7 +436,8 @@ class Trainer:
         stop = cfg.max_iters if iters is None else min(cfg.max_iters, self.iter + iters)
         bar = tqdm(total=cfg.max_iters, initial=self.iter, desc="train", disable=not cfg.progress)
         self.model.train()  # dropout on, whatever mode the model came in
-        if self.iter == 0 and not self.history.eval_iter and cfg.eval_interval and cfg.eval_iters:
+        evaluating = bool(cfg.eval_iters and self.splits)
+        if self.iter == 0 and not self.history.eval_iter and cfg.eval_interval and evaluating:
             self._report(bar, self.evaluate())  # the untrained model: about ln V
         try:
             while self.iter < stop:
@@ -407,7 +448,7 @@ class Trainer:
                     loss, lr = self.history.train_loss[-1], self.history.lr[-1]
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
                 due = cfg.eval_interval and self.iter % cfg.eval_interval == 0
-                if cfg.eval_iters and (due or self.iter == cfg.max_iters):
+                if evaluating and (due or self.iter == cfg.max_iters):
                     self._report(bar, self.evaluate())
                 every = cfg.checkpoint_interval
                 if cfg.checkpoint_path and every and self.iter % every == 0 and self.iter < stop:

@@ -1,17 +1,21 @@
-"""LoRA, adapters, prompt tuning and label-word classification on tiny random models.
+"""LoRA, adapters, prompt tuning and fine-tuning a classifier, on tiny random models.
 
 Every method must start as "no change" (same logits as the frozen model), train only its own
 parameters, and agree with a reference: LoRA with `peft` given the same A and B, a merged
 LoRA with the unmerged one, prompt tuning with the plain model on the concatenated sequence,
-label-word scores with a one-by-one computation. One slow test runs the real SmolLM2.
+`finetune_classifier` with a hand-written AdamW loop on the same batches. One slow test runs
+the real SmolLM2.
 """
 
 import copy
+import random
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from lmlib.classify import classify, label_word_logprobs, right_pad
 from lmlib.data import LabeledSentence
 from lmlib.finetune import (
     Adapter,
@@ -20,12 +24,12 @@ from lmlib.finetune import (
     PromptTuning,
     add_adapters,
     add_lora,
-    classify,
     finetune_classifier,
     freeze,
-    label_word_logprobs,
     merge_lora,
+    name_ends_with,
     parameter_summary,
+    replace_modules,
     train_encoder_classifier,
     trainable_parameters,
 )
@@ -44,8 +48,9 @@ class CharTokenizer:
 def make(kind):
     torch.manual_seed(0)
     if kind == "gpt":
-        return GPT(GPTConfig(block_size=64, vocab_size=V, n_layer=L, n_head=NH, d_model=C)).eval()
-    config = LlamaConfig(vocab_size=V, block_size=64, n_layer=L, n_head=NH, n_kv_head=NKV,
+        config = GPTConfig(block_size=64, vocab_size=V, n_layers=L, n_heads=NH, d_model=C)
+        return GPT(config).eval()
+    config = LlamaConfig(vocab_size=V, block_size=64, n_layers=L, n_heads=NH, n_kv_heads=NKV,
                          d_model=C, hidden=64, tie_embeddings=False)  # fmt: skip
     return Llama(config).eval()
 
@@ -109,6 +114,26 @@ def test_lora_dotted_target_and_unknown_target():
         add_lora(make("llama"), ("nope",))
 
 
+def test_replace_modules_and_whole_name_matching():
+    net = nn.ModuleDict({"attn": nn.ModuleDict({"c_proj": nn.Linear(2, 2)}),
+                         "mlp": nn.ModuleDict({"c_proj": nn.Linear(2, 2)}),
+                         "xattn": nn.ReLU()})  # fmt: skip
+    assert name_ends_with("attn.c_proj", ("attn.c_proj",))
+    assert not name_ends_with("xattn", ("attn",)) and not name_ends_with("mlp.c_proj", ("attn",))
+
+    def match(name, m):
+        return isinstance(m, nn.Linear) and name_ends_with(name, ("c_proj",))
+
+    assert replace_modules(net, match, lambda m: nn.Identity()) == 2
+    assert isinstance(net.attn.c_proj, nn.Identity) and isinstance(net.mlp.c_proj, nn.Identity)
+    assert replace_modules(net, match, lambda m: nn.Identity()) == 0  # none left
+    # the module made for a match is not searched again: wrapping cannot recurse
+    wrapped = nn.Sequential(nn.Linear(2, 2))
+    assert replace_modules(wrapped, lambda n, m: isinstance(m, nn.Linear),
+                           lambda m: nn.Sequential(m)) == 1  # fmt: skip
+    assert isinstance(wrapped[0][0], nn.Linear)
+
+
 @torch.no_grad()
 def test_merged_lora_equals_unmerged(model):
     x = ids()
@@ -129,6 +154,8 @@ def test_merged_lora_equals_unmerged(model):
 def test_lora_matches_peft():
     peft = pytest.importorskip("peft")
     transformers = pytest.importorskip("transformers")
+    from lmlib.convert import llama_from_hf
+
     torch.manual_seed(0)
     hf_config = transformers.LlamaConfig(
         vocab_size=V, hidden_size=C, intermediate_size=64, num_hidden_layers=L,
@@ -136,7 +163,7 @@ def test_lora_matches_peft():
         tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, pad_token_id=0,
     )  # fmt: skip
     hf = transformers.LlamaForCausalLM(hf_config).eval()
-    ours = add_lora(Llama.from_hf(hf).eval(), ("q_proj", "v_proj"), r=R, alpha=8)
+    ours = add_lora(llama_from_hf(hf).eval(), ("q_proj", "v_proj"), r=R, alpha=8)
     config = peft.LoraConfig(r=R, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     theirs = peft.get_peft_model(hf, config).eval()
     assert theirs.get_nb_trainable_parameters()[0] == trainable_parameters(ours)
@@ -186,21 +213,13 @@ def test_prompt_tuning_equals_the_model_on_the_concatenation(model):
         wrapped(ids(T=62))
 
 
-@torch.no_grad()
-def test_label_word_logprobs_match_a_manual_computation(model):
-    tok = CharTokenizer()
-    prompts, words = ["ab", "hello there", "x"], [" no", " yes", "!"]
-    got = label_word_logprobs(model, tok, prompts, words, batch_size=2)
-    assert got.shape == (3, 3)
-    for i, p in enumerate(prompts):
-        for k, w in enumerate(words):
-            p_ids, w_ids = tok.encode(p), tok.encode(w)
-            logp = model(torch.tensor([p_ids + w_ids])).logits[0].log_softmax(-1)
-            want = sum(logp[len(p_ids) - 1 + j, t] for j, t in enumerate(w_ids))
-            assert abs(got[i, k].item() - want.item()) <= 1e-5, (p, w)
-    assert torch.equal(classify(model, tok, prompts, words), got.argmax(-1))
-    with pytest.raises(ValueError, match="at least one token"):
-        label_word_logprobs(model, tok, prompts, ["", " yes"])
+def test_prompt_tuning_gradients_reach_only_the_virtual_tokens(model):
+    wrapped = PromptTuning(model, 2, init_from_ids=[1, 2])
+    x = ids()
+    targets = torch.cat([x[:, 1:], torch.full_like(x[:, :1], -100)], dim=1)
+    wrapped(x, targets).loss.backward()
+    assert wrapped.prompt.grad is not None and wrapped.prompt.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
 
 
 TRAIN = [LabeledSentence("good fun", 1), LabeledSentence("dull", 0),
@@ -223,6 +242,37 @@ def test_finetune_classifier_lowers_the_loss_and_leaves_the_model_alone(model, m
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert all(p.requires_grad for p in model.parameters())  # the copy was frozen, not this
     assert "model" not in r
+
+
+def test_finetune_classifier_equals_a_hand_written_adamw_loop(model):
+    """The reference is the loop the book's recorded runs used: AdamW without weight decay,
+    the rate falling linearly to zero, a batch of random rows per step, no clipping."""
+    tok, steps, lr, seed = CharTokenizer(), 4, 1e-2, 3
+    r = finetune_classifier(model, tok, "lora", TRAIN, TRAIN, steps=steps, batch_size=2,
+                            lr=lr, template="{sentence} :", label_words=(" no", " yes"), r=2,
+                            seed=seed, keep_model=True)  # fmt: skip
+    torch.manual_seed(seed)
+    ref = add_lora(copy.deepcopy(model), lora_targets(model), r=2, alpha=16)
+    params = [p for p in ref.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    rng, losses = random.Random(seed), []
+    ref.train()
+    for _ in range(steps):
+        seqs, targets = [], []
+        for ex in rng.sample(TRAIN, 2):
+            p, w = tok.encode(f"{ex.sentence} :"), tok.encode((" no", " yes")[ex.label])
+            seqs.append(p + w)
+            targets.append([-100] * (len(p) - 1) + w + [-100])
+        loss = ref(right_pad(seqs), right_pad(targets, fill=-100)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    assert r["losses"] == losses  # bit for bit
+    trained = r["model"].state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in ref.state_dict().items())
 
 
 @pytest.fixture(scope="module")
@@ -264,8 +314,7 @@ def test_train_encoder_classifier_lowers_the_loss(tiny_bert):
 def test_smollm2_lora_smoke(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pytest.importorskip("transformers")
-    from lmlib.model import llama_from_smollm2
-    from lmlib.pretrained import load_smollm2
+    from lmlib.pretrained import llama_from_smollm2, load_smollm2
 
     hf, tok = load_smollm2()
     model = llama_from_smollm2()

@@ -1,4 +1,5 @@
-"""The trainer: schedule, optimizer groups, batches, accumulation, resuming, and bad input.
+"""The trainer: schedule, optimizer groups, batches, accumulation, resuming, and bad input;
+and the same loop on any loss (``loss_fn``), which fine-tuning uses.
 
 Every model here is a tiny GPT (d_model 16, one or two layers) so the whole file runs in
 seconds on a CPU; the real run, Tiny Shakespeare to val loss <= 1.90, is
@@ -36,9 +37,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_gpt(seed=0, dropout=0.0, n_layer=1):
+def tiny_gpt(seed=0, dropout=0.0, n_layers=1):
     torch.manual_seed(seed)
-    cfg = GPTConfig(block_size=T, vocab_size=V, n_layer=n_layer, n_head=2, d_model=16,
+    cfg = GPTConfig(block_size=T, vocab_size=V, n_layers=n_layers, n_heads=2, d_model=16,
                     dropout=dropout)  # fmt: skip
     return GPT(cfg)
 
@@ -68,6 +69,18 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine_to_the_floor():
     assert lr_at(110, cfg) == lr_at(10_000, cfg) == 0.1  # the floor, and it stays
     decay = [lr_at(it, cfg) for it in range(10, 111)]
     assert all(a >= b for a, b in zip(decay, decay[1:]))
+
+
+def test_linear_decay_is_a_straight_line_to_the_floor():
+    cfg = TrainConfig(max_iters=10, learning_rate=1.0, min_lr=0.2, warmup_iters=2,
+                      decay="linear")  # fmt: skip
+    assert [lr_at(it, cfg) for it in (0, 1)] == [0.5, 1.0]  # the same warm-up
+    assert [lr_at(it, cfg) for it in range(2, 11)] == pytest.approx(
+        [1.0 - 0.8 * k / 8 for k in range(9)])  # fmt: skip
+    # Fine-tuning's schedule: from lr to zero, exactly lr * (1 - step / steps) at each step.
+    cfg = TrainConfig(max_iters=7, learning_rate=3e-2, min_lr=0.0, warmup_iters=0,
+                      decay="linear")  # fmt: skip
+    assert [lr_at(it, cfg) for it in range(7)] == [3e-2 * (1 - it / 7) for it in range(7)]
 
 
 def test_schedule_without_warmup_and_with_the_default_decay_end():
@@ -103,7 +116,7 @@ def test_weight_decay_only_on_matrices_and_embeddings_and_tied_weights_once():
 
 
 def test_llama_norm_gains_are_not_decayed():
-    model = Llama(LlamaConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_kv_head=1,
+    model = Llama(LlamaConfig(vocab_size=V, block_size=T, n_layers=1, n_heads=2, n_kv_heads=1,
                               d_model=16, hidden=32))  # fmt: skip
     groups = decay_names(model, configure_optimizer(model, TrainConfig()))
     assert groups[0.0] == {"blocks.0.ln_1.weight", "blocks.0.ln_2.weight", "norm.weight"}
@@ -187,7 +200,7 @@ def test_gradient_accumulation_equals_one_big_batch():
     halves = torch.cat([get_batch(data, 4, T, g1)[0], get_batch(data, 4, T, g1)[0]])
     assert torch.equal(halves, get_batch(data, 8, T, g2)[0])
 
-    model = tiny_gpt(n_layer=2)
+    model = tiny_gpt(n_layers=2)
     accum = Trainer(copy.deepcopy(model), data, cfg=tiny_cfg(batch_size=4, grad_accum_steps=2,
                                                               seed=7))  # fmt: skip
     big = Trainer(copy.deepcopy(model), data, cfg=tiny_cfg(batch_size=8, seed=7))
@@ -217,7 +230,7 @@ def test_tiny_gpt_overfits_a_repeated_string():
     tok = CharTokenizer.from_text("hello world! ")
     data = torch.tensor(tok.encode("hello world! " * 30))
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=tok.vocab_size, n_layer=1, n_head=2,
+    model = GPT(GPTConfig(block_size=16, vocab_size=tok.vocab_size, n_layers=1, n_heads=2,
                           d_model=32))  # fmt: skip
     cfg = tiny_cfg(max_iters=60, block_size=16, batch_size=8, warmup_iters=5)
     history = Trainer(model, data, cfg=cfg).train()
@@ -271,9 +284,21 @@ def test_checkpoint_from_another_config_or_model_is_refused(tmp_path):
     fixed = dict(lr_decay_iters=8)
     Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2, **fixed)).save_checkpoint(path)
     Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=20, **fixed)).load_checkpoint(path)
-    deeper = Trainer(tiny_gpt(n_layer=2), token_data(), cfg=tiny_cfg(**fixed))
+    deeper = Trainer(tiny_gpt(n_layers=2), token_data(), cfg=tiny_cfg(**fixed))
     with pytest.raises(RuntimeError, match="Missing key"):  # a checkpoint of another model
         deeper.load_checkpoint(path)
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_still_loads(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2)).save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["config"]["decay"]  # as saved before the field was added
+    torch.save(checkpoint, path)
+    Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2)).load_checkpoint(path)
+    with pytest.raises(ValueError, match="'decay': \\('cosine', 'linear'\\)"):
+        Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2, decay="linear")
+                ).load_checkpoint(path)  # fmt: skip
 
 
 def test_trainer_rejects_bad_input():
@@ -290,6 +315,12 @@ def test_trainer_rejects_bad_input():
         trainer.train(iters=-1)
     with pytest.raises(ValueError, match="eval_iters must be at least 1"):
         estimate_loss(trainer.model, trainer.splits, 0, 4, T)
+    with pytest.raises(ValueError, match="exactly one of train_data .* and loss_fn"):
+        Trainer(tiny_gpt(), cfg=tiny_cfg())
+    with pytest.raises(ValueError, match="exactly one of train_data .* and loss_fn"):
+        Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(), loss_fn=token_loss(token_data()))
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        Trainer(tiny_gpt(), cfg=tiny_cfg(), loss_fn=token_loss(token_data())).evaluate()
 
 
 @pytest.mark.parametrize(
@@ -299,6 +330,7 @@ def test_trainer_rejects_bad_input():
         (dict(warmup_iters=50, max_iters=10), "past the end of the decay"),
         (dict(batch_size=0), "batch_size must be at least 1"),
         (dict(mixed_precision="fp8"), "mixed_precision must be"),
+        (dict(decay="step"), "decay must be"),
     ],
 )
 def test_config_rejects_bad_values(overrides, match):
@@ -322,3 +354,59 @@ def test_cuda_mixed_precision_trains(precision):
     history = trainer.train()
     assert history.train_loss[-1] < history.train_loss[0]
     assert isinstance(history, History)
+
+
+# --- Trainer with a loss_fn ---------------------------------------------------------------------
+
+
+def token_loss(data, batch_size=4):
+    """A loss_fn that does what the trainer does with token data: random windows."""
+
+    def loss_fn(model, generator):
+        return model(*get_batch(data, batch_size, T, generator)).loss
+
+    return loss_fn
+
+
+def test_a_loss_fn_trains_exactly_as_token_data_does():
+    data, val = token_data(seed=3), token_data(seed=4)
+    cfg = tiny_cfg(max_iters=6, grad_accum_steps=2, eval_interval=3)
+    by_data = Trainer(tiny_gpt(), data, val, cfg)
+    by_loss = Trainer(tiny_gpt(), val_data=val, cfg=cfg, loss_fn=token_loss(data))
+    got, want = by_loss.train(), by_data.train()
+    assert (got.train_loss, got.lr, got.eval_iter) == (want.train_loss, want.lr, want.eval_iter)
+    assert got.eval_loss == {"val": want.eval_loss["val"]}  # only the token data given
+    for a, b in zip(by_data.model.parameters(), by_loss.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_loss_fn_resumes_bit_for_bit_with_clipping_and_its_own_optimizer(tmp_path):
+    """Any model, any loss: y = 3 x + 1 with SGD and heavy clipping, stopped and resumed."""
+
+    def loss_fn(model, generator):
+        x = torch.randn(16, 1, generator=generator)
+        return ((model(x) - (3 * x + 1)) ** 2).mean()
+
+    cfg = tiny_cfg(max_iters=10, learning_rate=0.05, min_lr=0.005, grad_clip=0.1,
+                   grad_accum_steps=2, checkpoint_path=str(tmp_path / "ckpt.pt"))  # fmt: skip
+
+    def trainer(seed=0):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Dropout(0.1),
+                                    torch.nn.Linear(8, 1))  # fmt: skip
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+        trainer = Trainer(model, cfg=cfg, loss_fn=loss_fn, optimizer=optimizer)
+        assert trainer.optimizer is optimizer
+        return trainer
+
+    full = trainer()
+    history = full.train()
+    assert history.lr == [lr_at(it, cfg) for it in range(10)]
+    assert history.train_loss[-1] < history.train_loss[0] and not history.eval_iter
+    trainer().train(iters=4)  # saves the checkpoint when it returns
+    torch.rand(10)  # move the global RNG (dropout) on: the checkpoint restores it
+    resumed = trainer(seed=1)  # other weights
+    resumed.load_checkpoint(tmp_path / "ckpt.pt")
+    assert resumed.train() == history
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)

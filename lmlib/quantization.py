@@ -1,7 +1,6 @@
-"""Measuring a model's cost and what it kept: quantization, memory, perplexity, memorization.
+"""Quantization: storing weights as small integers, and measuring what that saves (Ch. 7).
 
-The trends chapter (Chapter 7) measures rather than asserts; these are its instruments, each
-small enough to check by hand:
+Each piece is small enough to check by hand:
 
 - `quantize`, `dequantize`: symmetric integer quantization of a weight matrix with one
   scale per output channel (a row), or per group of ``group_size`` weights within a row:
@@ -10,17 +9,13 @@ small enough to check by hand:
   plus a float scale per row (a quarter of float32's memory) and de-quantized in ``forward``;
   activations stay in floating point. `dynamic_int8` is PyTorch's int8 path for comparison:
   int8 matmuls, with the activations quantized too.
-- `time_forward`: the median wall time of a forward pass.
 - `model_bytes`: the memory the weights take (parameters and buffers; a tied weight once);
-  `serialized_bytes`: the size of a saved checkpoint, which also sees packed int8 weights.
-- `sliding_window_perplexity`: perplexity of a long text that does not fit in one window.
-- `verbatim_matches`, `memorization_rate`: prompt with a prefix of the training data and
-  count how much of the true continuation greedy decoding reproduces (Carlini et al. 2021).
-- `compute_optimal`: Chinchilla's rule of thumb, C = 6 N D with D = 20 N (Hoffmann et al.
-  2022), solved for N and D.
+  `serialized_bytes`: the size of a saved checkpoint, which also sees packed int8 weights;
+  `time_forward`: the median wall time of a forward pass.
 
-Shape legend: out output channels (rows of a weight), in input channels, G groups per row,
-N sequences, T time, V vocabulary size.
+What quantization costs in quality is measured with `lmlib.perplexity`.
+
+Shape legend: out output channels (rows of a weight), in input channels, G groups per row.
 
 >>> w = torch.tensor([[0.5, -1.0, 0.25], [2.0, 0.0, -2.0]])
 >>> q, scale = quantize(w)  # row maxima 1.0 and 2.0 map to 127
@@ -35,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import io
-import math
 import statistics
 import time
 import warnings
@@ -44,8 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# --------------------------------------------------------------------------------------------
-# Quantization
+from lmlib.finetune import name_ends_with, replace_modules
 
 
 def quantize(w: torch.Tensor, bits: int = 8, group_size: int | None = None):
@@ -130,15 +123,11 @@ def quantize_linears(model: nn.Module, skip: tuple[str, ...] = ("lm_head",), bit
     ``lm_head``: in models that tie it to the token embedding (SmolLM2, GPT-2) quantizing it
     would untie it and store the matrix twice.
     """
-    ends = tuple(f".{s}" for s in skip)
-    todo = [(parent, child_name, child)
-            for name, parent in model.named_modules()
-            for child_name, child in parent.named_children()
-            if isinstance(child, nn.Linear)
-            and not f".{name}.{child_name}".endswith(ends)]  # fmt: skip
-    for parent, child_name, child in todo:  # collect first: never edit what we iterate over
-        setattr(parent, child_name, Int8Linear(child, bits, group_size))
-    return len(todo)
+
+    def match(name, module):
+        return isinstance(module, nn.Linear) and not name_ends_with(name, skip)
+
+    return replace_modules(model, match, lambda linear: Int8Linear(linear, bits, group_size))
 
 
 def dynamic_int8(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
@@ -152,9 +141,8 @@ def dynamic_int8(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> nn.M
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    ends = tuple(f".{s}" for s in skip)
     spec = {name: per_channel_dynamic_qconfig for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and not f".{name}".endswith(ends)}  # fmt: skip
+            if isinstance(m, nn.Linear) and not name_ends_with(name, skip)}  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return quantize_dynamic(copy.deepcopy(model), spec, dtype=torch.qint8)
@@ -205,115 +193,3 @@ def time_forward(model, idx: torch.Tensor, repeats: int = 3) -> float:
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-# --------------------------------------------------------------------------------------------
-# Perplexity
-
-
-def _logits(model, idx: torch.Tensor) -> torch.Tensor:
-    out = model(idx)
-    return getattr(out, "logits", out)  # lmlib's LMOutput, Hugging Face's output, or a tensor
-
-
-@torch.no_grad()
-def sliding_window_perplexity(model, ids, window: int, stride: int | None = None) -> float:
-    """exp(mean negative log-likelihood) of every token of ``ids`` after the first.
-
-    Implements equation :eq:`eq-cross-entropy` of Chapter 4
-    (:ref:`its tests <test-eq-cross-entropy>`).
-
-    A model sees at most ``window`` tokens, so a long text is scored in blocks of ``stride``
-    targets; each block is predicted from the ``window`` tokens just before it (fewer at the
-    start). Every token is scored exactly once, with at least ``window - stride`` tokens of
-    context. ``stride = window`` (the default) is cheapest: about one forward position per
-    token, but the first target of each block sees little context. A smaller stride gives each
-    token more context and costs about ``window / stride`` times more. With
-    ``window >= len(ids) - 1`` this is exp of the model's ordinary mean cross-entropy.
-
-    ``ids`` is a 1-D tensor or list of token ids; ``model(idx)`` must return logits (1, T, V)
-    or an object with ``.logits`` (lmlib's models and Hugging Face's both do).
-    """
-    ids = torch.as_tensor(ids)
-    if ids.dim() != 1 or ids.is_floating_point() or len(ids) < 2:
-        raise ValueError("ids must be a 1-D sequence of at least 2 integer token ids")
-    stride = window if stride is None else stride
-    if not 1 <= stride <= window:
-        raise ValueError(f"need 1 <= stride <= window, got stride {stride}, window {window}")
-    device = next(model.parameters()).device
-    ids = ids.long().to(device)
-    nll, n = 0.0, 0
-    for t0 in range(1, len(ids), stride):  # targets t0 .. t1 - 1
-        t1 = min(t0 + stride, len(ids))
-        begin = max(0, t1 - 1 - window)  # inputs begin .. t1 - 2 predict tokens begin+1 .. t1-1
-        logits = _logits(model, ids[None, begin : t1 - 1])[0]  # (T, V)
-        logits = logits[t0 - 1 - begin :].float()  # only this block's targets
-        nll += F.cross_entropy(logits, ids[t0:t1], reduction="sum").item()
-        n += t1 - t0
-    return math.exp(nll / n)
-
-
-# --------------------------------------------------------------------------------------------
-# Memorization
-
-
-@torch.no_grad()
-def verbatim_matches(model, data, starts, prefix_len: int, suffix_len: int) -> torch.Tensor:
-    """For each start s: prompt with data[s : s + prefix_len], decode ``suffix_len`` tokens
-    greedily, and count how many leading tokens equal the true continuation. Returns (N,)
-    int64, from 0 to ``suffix_len`` (all: the continuation was reproduced verbatim).
-
-    Greedy decoding re-reads the whole (short) prompt at every step, so any model that maps
-    idx (N, T) to logits works; ``prefix_len + suffix_len`` must fit its context.
-    """
-    data = torch.as_tensor(data)
-    if data.dim() != 1 or data.is_floating_point():
-        raise ValueError("data must be a 1-D sequence of integer token ids")
-    if prefix_len < 1 or suffix_len < 1:
-        raise ValueError(f"prefix_len and suffix_len must be >= 1, got {prefix_len}, "
-                         f"{suffix_len}")  # fmt: skip
-    starts = torch.as_tensor(starts, dtype=torch.long).reshape(-1)  # (N,)
-    end = prefix_len + suffix_len
-    if len(starts) == 0 or starts.min() < 0 or starts.max() + end > len(data):
-        raise ValueError(f"every start s needs 0 <= s and s + {end} <= {len(data)} tokens")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    windows = data[starts[:, None] + torch.arange(end)].to(device)  # (N, prefix + suffix)
-    idx = windows[:, :prefix_len]  # (N, prefix_len)
-    for _ in range(suffix_len):
-        next_token = _logits(model, idx)[:, -1].argmax(-1)  # (N,)
-        idx = torch.cat([idx, next_token[:, None]], dim=1)
-    model.train(was_training)
-    same = idx[:, prefix_len:] == windows[:, prefix_len:]  # (N, suffix_len)
-    return same.long().cumprod(dim=1).sum(dim=1).cpu()  # leading run of matches
-
-
-def memorization_rate(model, data, starts, prefix_len: int, suffix_len: int) -> float:
-    """Share of ``starts`` whose next ``suffix_len`` tokens greedy decoding reproduces exactly
-    from the ``prefix_len`` tokens before them (see `verbatim_matches`)."""
-    matches = verbatim_matches(model, data, starts, prefix_len, suffix_len)
-    return (matches == suffix_len).float().mean().item()
-
-
-# --------------------------------------------------------------------------------------------
-# Compute
-
-
-def compute_optimal(flops: float, tokens_per_param: float = 20.0) -> tuple[float, float]:
-    """Parameters N and training tokens D that spend ``flops`` compute-optimally.
-
-    Implements equation :eq:`eq-training-flops` of Chapter 4
-    (:ref:`its tests <test-eq-training-flops>`).
-
-    Training costs C = 6 N D FLOPs; Hoffmann et al. (2022) found loss lowest for a given C at
-    about D = 20 N. Together: N = sqrt(C / (6 * 20)), D = 20 N.
-
-    >>> compute_optimal(1.2e20)  # 6 * 1e9 parameters * 2e10 tokens
-    (1000000000.0, 20000000000.0)
-    """
-    if not flops > 0 or not tokens_per_param > 0:
-        raise ValueError(f"flops and tokens_per_param must be positive, got {flops}, "
-                         f"{tokens_per_param}")  # fmt: skip
-    n = math.sqrt(flops / (6.0 * tokens_per_param))
-    return n, tokens_per_param * n
