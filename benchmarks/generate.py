@@ -26,8 +26,8 @@ import time
 
 import torch
 
-from lmlib.generate import generate
-from lmlib.model import Llama
+from lmlib.convert import llama_from_hf
+from lmlib.generate import GenerationConfig, generate
 from lmlib.pretrained import load_smollm2
 
 PROMPT = "Write a story about a robot who learns to paint."
@@ -55,15 +55,15 @@ def main():
     n, device = args.new_tokens, torch.device(args.device)
 
     hf, tok = load_smollm2(device)
-    ours = Llama.from_hf(hf).to(device).eval()
+    ours = llama_from_hf(hf).to(device).eval()
     chat = [{"role": "user", "content": PROMPT}]
     ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt")
     ids = ids["input_ids"].to(device)  # (1, T)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"prompt {ids.shape[1]} tokens, {n} new tokens, float32, greedy")  # fmt: skip
 
-    def run_lmlib(use_cache=True, new=n):
-        return generate(ours, ids, new, use_cache=use_cache)
+    def run_lmlib(use_cache=True, new=n):  # greedy, eos_token_id None: exactly `new` tokens
+        return generate(ours, ids, GenerationConfig(max_new_tokens=new, use_cache=use_cache))
 
     def run_hf(new=n):
         mask = torch.ones_like(ids)

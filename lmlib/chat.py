@@ -2,8 +2,10 @@
 
 A chat model has no memory between calls. Every turn, the whole conversation is written out
 with the model's chat template (special tokens mark who speaks) and the model continues it
-as the assistant. The conversation grows; the context window does not. `Chat` keeps the
-system prompt and drops the oldest exchanges once the prompt plus the reply would not fit.
+as the assistant. `chat_prompt` writes one such prompt; Chapters 6 and 7 send batches of
+them through `lmlib.generate.generate_text`. The conversation grows; the context window
+does not. `Chat` keeps the system prompt and drops the oldest exchanges once the prompt
+plus the reply would not fit.
 """
 
 from __future__ import annotations
@@ -12,7 +14,38 @@ from collections.abc import Callable
 
 import torch
 
-from lmlib.generate import stream
+from lmlib.generate import GenerationConfig, resolve, stream
+
+
+def chat_prompt(tokenizer, messages: str | list[dict], system: str | None = None) -> str:
+    """The prompt text a chat model continues as the assistant.
+
+    ``messages`` is one user message (a string) or a conversation: a list of
+    ``{"role": ..., "content": ...}`` dicts, roles "system", "user" and "assistant".
+    ``system``, if given, goes first as the system message. The tokenizer's chat template
+    writes it out and ends with the assistant's cue (``add_generation_prompt=True``).
+
+    >>> class Plain:  # a stand-in for a Hugging Face tokenizer and its template
+    ...     def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+    ...         text = "".join(f"<{m['role']}>{m['content']}\\n" for m in messages)
+    ...         return text + ("<assistant>" if add_generation_prompt else "")
+    >>> chat_prompt(Plain(), "Hi!", system="Be brief.")
+    '<system>Be brief.\\n<user>Hi!\\n<assistant>'
+    """
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if not messages or not all(isinstance(m, dict) and {"role", "content"} <= m.keys()
+                               for m in messages):  # fmt: skip
+        raise ValueError("messages must be a string or a non-empty list of "
+                         "{'role': ..., 'content': ...} dicts")  # fmt: skip
+    if system is not None:
+        if messages[0]["role"] == "system":
+            raise ValueError("messages already start with a system message; drop system=")
+        messages = [{"role": "system", "content": system}] + list(messages)
+    if not hasattr(tokenizer, "apply_chat_template"):
+        raise TypeError(f"tokenizer must have a chat template (apply_chat_template), got "
+                        f"{type(tokenizer).__name__}")  # fmt: skip
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 class Chat:
@@ -20,22 +53,33 @@ class Chat:
 
     ``max_context`` is the token budget for the prompt *and* the reply, at most the model's
     ``block_size``; the default of 2048 keeps memory and time small on a CPU (SmolLM2 was
-    trained with up to 8192). Generation options (``do_sample``, ``top_p``, ...) go to
-    `lmlib.generate.stream`; the default is greedy, which is reproducible.
+    trained with up to 8192). How to decode is a `lmlib.generate.GenerationConfig`
+    (``config``, with keyword ``options`` overriding its fields); the default is greedy,
+    which is reproducible, with replies of up to 128 tokens that end at the tokenizer's eos.
     """
 
     def __init__(self, model, tokenizer, system: str | None = None, max_context: int = 2048,
-                 max_new_tokens: int = 128, **options):  # fmt: skip
+                 config: GenerationConfig | None = None,
+                 generator: torch.Generator | None = None, **options):  # fmt: skip
+        cfg = resolve(config or GenerationConfig(max_new_tokens=128), **options)
+        if cfg.eos_token_id is None:
+            cfg = cfg.replace(eos_token_id=tokenizer.eos_token_id)
+        if cfg.stop_strings or cfg.num_beams > 1:
+            raise ValueError("Chat streams its reply and ends it at eos: stop_strings and "
+                             "num_beams are for generate_text and beam_search")  # fmt: skip
         if max_context > model.config.block_size:
             raise ValueError(f"max_context {max_context} exceeds the model's block_size "
                              f"{model.config.block_size}")  # fmt: skip
-        if max_new_tokens >= max_context:
+        if cfg.max_new_tokens >= max_context:
             raise ValueError("max_new_tokens must leave room for the prompt in max_context")
-        self.model, self.tokenizer = model, tokenizer
-        self.system, self.max_context, self.max_new_tokens = system, max_context, max_new_tokens
-        self.options = options
+        self.model, self.tokenizer, self.generator = model, tokenizer, generator
+        self.system, self.max_context, self.config = system, max_context, cfg
         self.history: list[dict] = []  # user and assistant turns, oldest first
         self.dropped = 0  # turns removed to fit the context window so far
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.config.max_new_tokens
 
     def messages(self) -> list[dict]:
         system = [{"role": "system", "content": self.system}] if self.system else []
@@ -43,8 +87,7 @@ class Chat:
 
     def prompt_ids(self) -> list[int]:
         """The conversation as the model reads it, ending with the assistant's cue."""
-        text = self.tokenizer.apply_chat_template(self.messages(), tokenize=False,
-                                                  add_generation_prompt=True)  # fmt: skip
+        text = chat_prompt(self.tokenizer, self.messages())
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def _fit(self) -> list[int]:
@@ -76,12 +119,13 @@ class Chat:
             self.history, self.dropped = saved  # leave the conversation as it was
             raise
         device = next(self.model.parameters()).device
-        eos = self.tokenizer.eos_token_id
+        eos = set(self.config.eos_token_id if isinstance(self.config.eos_token_id, (list, tuple))
+                  else [self.config.eos_token_id])  # fmt: skip
         new: list[int] = []
         shown = ""
-        for token in stream(self.model, torch.tensor([ids], device=device),
-                            self.max_new_tokens, eos_token_id=eos, **self.options):  # fmt: skip
-            if token.item() == eos:
+        for token in stream(self.model, torch.tensor([ids], device=device), self.config,
+                            generator=self.generator):  # fmt: skip
+            if token.item() in eos:
                 break
             new.append(token.item())
             # Decode everything so far and show only what is new: one token can be half a

@@ -1,142 +1,155 @@
-"""Generating text with `lmlib.model`'s GPT and Llama: decoding rules, a KV cache, beam search.
+"""Generating text with `lmlib.model`'s GPT and Llama: the decoding loop, a KV cache, beams.
 
 Read top to bottom, each piece adds one idea:
 
-- Logits processors, pure functions (B, V) -> (B, V) with Hugging Face's semantics:
-  `apply_temperature`, `top_k_filter`, `top_p_filter`, `min_p_filter` and
-  `apply_repetition_penalty`; `sample` chains them and draws one token per row.
+- `GenerationConfig`: every decoding choice in one typed object, passed whole to `stream`,
+  `generate`, `beam_search`, `generate_text` and `lmlib.chat.Chat`.
 - `left_pad`: prompts of different lengths as one batch, padded on the left so that every
   row's next token goes in the same column.
-- `stream`: the decoding loop. The prompt goes through the model once and fills a `KVCache`;
-  after that each step feeds only the newest token. `generate` collects what `stream`
+- `stream`: the decoding loop. The prompt goes through the model once and fills a
+  `lmlib.kvcache.KVCache`; after that each step feeds only the newest token. A sliding
+  window lets the text grow past the model's context. `generate` collects what `stream`
   yields, `generate_text` works on strings through a tokenizer.
 - `beam_search`: keep the ``num_beams`` most likely continuations instead of one.
 - `time_generation`: seconds to generate n tokens, with or without the cache.
+
+What happens to one step's logits (temperature, top-k, top-p, min-p, the repetition
+penalty, constraints such as `lmlib.sampling.FixedForm`) is `lmlib.sampling`.
 
 Shape legend: B batch, T time (prompt length), V vocabulary size, nb beams per prompt.
 
 >>> from lmlib.model import GPT, GPTConfig
 >>> _ = torch.manual_seed(0)
->>> model = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=1, n_head=2, d_model=8)).eval()
->>> generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=4).shape  # greedy: 3 + 4 tokens
+>>> model = GPT(GPTConfig(block_size=16, vocab_size=11, n_layers=1, n_heads=2, d_model=8))
+>>> config = GenerationConfig(max_new_tokens=4)  # greedy
+>>> generate(model.eval(), torch.tensor([[1, 2, 3]]), config).shape  # 3 + 4 tokens
 torch.Size([1, 7])
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from lmlib.model import KVCache
-
-# --------------------------------------------------------------------------------------------
-# Logits processors
+from lmlib.kvcache import KVCache
+from lmlib.sampling import LogitsProcessor, apply_repetition_penalty, sample
 
 
-def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """logits / temperature: below 1 sharpens the distribution, above 1 flattens it.
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to decode: Hugging Face's ``GenerationConfig`` names and defaults, checked on
+    creation. Every function here also takes the fields as keyword arguments, which override
+    the config's: ``generate(model, idx, config, top_k=5)`` is
+    ``generate(model, idx, config.replace(top_k=5))``.
 
-    softmax([2, 0]) = [0.88, 0.12]; at temperature 2 it is softmax([1, 0]) = [0.73, 0.27].
-
-    >>> apply_temperature(torch.tensor([[2.0, 0.0]]), 2.0)
-    tensor([[1., 0.]])
+    >>> config = GenerationConfig(max_new_tokens=20, do_sample=True, top_p=0.9)
+    >>> config.replace(temperature=0.7).temperature
+    0.7
+    >>> GenerationConfig(top_p=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: top_p must be in (0, 1], got 1.5
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature} (greedy: do_sample=False)")
-    return logits / temperature
+
+    max_new_tokens: int = 50  # at most this many new tokens (fewer once every row finishes)
+    # Choosing each token
+    do_sample: bool = False  # False: greedy, the most likely token; True: draw one (`sample`)
+    temperature: float = 1.0  # sampling: < 1 sharpens the distribution, > 1 flattens it
+    top_k: int | None = None  # sampling: keep the k most likely tokens (None: no filter)
+    top_p: float | None = None  # sampling: keep the fewest tokens with probability >= p
+    min_p: float | None = None  # sampling: keep tokens with >= min_p x the top probability
+    repetition_penalty: float | None = None  # > 1: tokens already in the text less likely
+    logits_processors: Sequence[LogitsProcessor] = ()  # (tokens, logits) -> logits, in order
+    num_beams: int = 1  # > 1: beam search, deterministic (`generate` calls `beam_search`)
+    length_penalty: float = 1.0  # beam search: a hypothesis scores sum(log p) / length ** this
+    # Stopping
+    eos_token_id: int | list[int] | None = None  # ends a row; any of several ids (Llama 3)
+    pad_token_id: int | None = None  # fills the rows that finished (None: the first eos)
+    stop: list[list[int]] | None = None  # token-id sequences that end a row
+    stop_strings: list[str] | None = None  # text that ends a row (in `generate_text`)
+    # What the model reads at each step
+    use_cache: bool = True  # False: re-read every position at every step (same tokens, slower)
+    sliding_window: int | None = None  # None: prompt + new tokens must fit in block_size;
+    # n: the model reads only the last n tokens, so the text can grow past its context
+
+    def __post_init__(self):
+        def check(ok: bool, field: str, rule: str):
+            if not ok:
+                raise ValueError(f"{field} must be {rule}, got {getattr(self, field)!r}")
+
+        def is_int(x, low):
+            return isinstance(x, int) and not isinstance(x, bool) and x >= low
+
+        def is_number(x):
+            return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+        check(is_int(self.max_new_tokens, 0), "max_new_tokens", "an int >= 0")
+        check(isinstance(self.do_sample, bool), "do_sample", "True or False")
+        check(is_number(self.temperature) and self.temperature > 0, "temperature",
+              "> 0 (greedy decoding is do_sample=False)")  # fmt: skip
+        check(self.top_k is None or is_int(self.top_k, 1), "top_k", "None or an int >= 1")
+        check(self.top_p is None or (is_number(self.top_p) and 0 < self.top_p <= 1), "top_p",
+              "in (0, 1]")  # fmt: skip
+        check(self.min_p is None or (is_number(self.min_p) and 0 <= self.min_p <= 1), "min_p",
+              "in [0, 1]")  # fmt: skip
+        penalty = self.repetition_penalty
+        check(penalty is None or (is_number(penalty) and penalty > 0), "repetition_penalty",
+              "None or > 0")  # fmt: skip
+        object.__setattr__(self, "logits_processors", tuple(self.logits_processors))
+        check(all(callable(p) for p in self.logits_processors), "logits_processors",
+              "callables processor(tokens, logits) -> logits")  # fmt: skip
+        check(is_int(self.num_beams, 1), "num_beams", "an int >= 1")
+        check(is_number(self.length_penalty), "length_penalty", "a number")
+        eos = self.eos_token_id
+        check(eos is None or is_int(eos, 0) or (isinstance(eos, (list, tuple))
+              and all(is_int(e, 0) for e in eos)), "eos_token_id",
+              "None, a token id or a list of token ids")  # fmt: skip
+        check(self.pad_token_id is None or is_int(self.pad_token_id, 0), "pad_token_id",
+              "None or a token id")  # fmt: skip
+        check(self.stop is None or all(isinstance(s, (list, tuple)) and s and
+              all(is_int(t, 0) for t in s) for s in self.stop), "stop",
+              "None or a list of non-empty token-id lists (text: stop_strings)")  # fmt: skip
+        check(self.stop_strings is None or all(isinstance(s, str) and s
+              for s in self.stop_strings), "stop_strings",
+              "None or a list of non-empty strings")  # fmt: skip
+        check(isinstance(self.use_cache, bool), "use_cache", "True or False")
+        check(self.sliding_window is None or is_int(self.sliding_window, 1), "sliding_window",
+              "None or an int >= 1")  # fmt: skip
+        if self.stop and self.pad_token_id is None and eos in (None, [], ()):
+            raise ValueError("stop sequences need a pad_token_id (or an eos_token_id) for the "
+                             "rows that finish first")  # fmt: skip
+        if self.num_beams > 1 and self.do_sample:
+            raise ValueError("num_beams > 1 is beam search, which is deterministic here: set "
+                             "do_sample=False")  # fmt: skip
+
+    def replace(self, **changes) -> GenerationConfig:
+        """A copy with ``changes`` applied, checked like a new config."""
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise TypeError(f"unknown generation option(s) {unknown}; GenerationConfig's "
+                            f"fields are {', '.join(names)}")  # fmt: skip
+        return dataclasses.replace(self, **changes)
 
 
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the k largest logits of each row (ties with the k-th all stay); the rest -> -inf.
+def resolve(config: GenerationConfig | None, **options) -> GenerationConfig:
+    """``config`` (default: ``GenerationConfig()``) with keyword ``options`` applied.
 
-    >>> top_k_filter(torch.tensor([[1.0, 3.0, 2.0, 0.0]]), k=2)
-    tensor([[-inf, 3., 2., -inf]])
+    >>> resolve(None, max_new_tokens=5).max_new_tokens
+    5
     """
-    if not (isinstance(k, int) and k >= 1):
-        raise ValueError(f"top_k must be a positive int, got {k!r}")
-    kth = logits.topk(min(k, logits.size(-1)), dim=-1).values[..., -1:]  # (B, 1)
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus sampling: keep the smallest set of most likely tokens whose probability sums
-    to at least p (always at least one token); the rest -> -inf.
-
-    With probabilities [0.5, 0.3, 0.2] and p = 0.7, the top two (0.5 + 0.3 = 0.8 >= 0.7)
-    stay. Like Hugging Face, it drops from the unlikely end every token whose cumulative
-    probability, counted from the least likely up, is <= 1 - p.
-
-    >>> top_p_filter(torch.tensor([0.5, 0.3, 0.2]).log()[None], p=0.7).exp()
-    tensor([[0.5000, 0.3000, 0.0000]])
-    """
-    if not 0 < p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {p}")
-    sorted_logits, order = logits.sort(dim=-1)  # ascending: least likely first
-    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
-    remove = cumulative <= 1 - p
-    remove[..., -1] = False  # the most likely token always stays
-    remove = remove.scatter(-1, order, remove)  # back to vocabulary order
-    return logits.masked_fill(remove, float("-inf"))
-
-
-def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
-    """Keep tokens whose probability is at least min_p times the top token's; the rest -> -inf.
-
-    The cut follows the model's confidence: with probabilities [0.6, 0.3, 0.1] and
-    min_p = 0.25 the bar is 0.15, so 0.1 goes.
-
-    >>> min_p_filter(torch.tensor([0.6, 0.3, 0.1]).log()[None], min_p=0.25).exp()
-    tensor([[0.6000, 0.3000, 0.0000]])
-    """
-    if not 0 <= min_p <= 1:
-        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
-    probs = logits.softmax(dim=-1)  # (B, V)
-    remove = probs < min_p * probs.amax(dim=-1, keepdim=True)
-    remove = remove.scatter(-1, probs.argmax(dim=-1, keepdim=True), False)  # keep one
-    return logits.masked_fill(remove, float("-inf"))
-
-
-def apply_repetition_penalty(logits, idx, penalty: float, attention_mask=None):
-    """Make every token that occurs in idx (B, T) less likely: the CTRL rule, as in Hugging Face.
-
-    A positive logit is divided by the penalty and a negative one multiplied, so both move
-    down. Positions where ``attention_mask`` is 0 (padding) do not count.
-
-    >>> logits = torch.tensor([[2.0, -2.0, 2.0]])
-    >>> apply_repetition_penalty(logits, torch.tensor([[0, 1, 1]]), penalty=2.0)  # 2 unseen
-    tensor([[ 1., -4.,  2.]])
-    """
-    if not penalty > 0:
-        raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
-    weight = torch.ones_like(idx) if attention_mask is None else attention_mask.long()
-    counts = torch.zeros(logits.shape, dtype=torch.long, device=logits.device)
-    seen = counts.scatter_add(-1, idx, weight) > 0  # (B, V): token occurs in a real position
-    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(seen, penalized, logits)
-
-
-def sample(logits, temperature=1.0, top_k=None, top_p=None, min_p=None, generator=None):
-    """One token per row, (B, V) -> (B,): temperature, then the filters, then a random draw.
-
-    The order is Hugging Face's: temperature, top-k, top-p, min-p. A filter left at None is
-    off. With one token left there is nothing to draw:
-
-    >>> sample(torch.tensor([[0.0, 5.0, 1.0]]), top_k=1)
-    tensor([1])
-    """
-    logits = apply_temperature(logits, temperature)
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None:
-        logits = top_p_filter(logits, top_p)
-    if min_p is not None:
-        logits = min_p_filter(logits, min_p)
-    probs = logits.softmax(dim=-1)  # (B, V), zero where filtered
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+    if config is None:
+        config = GenerationConfig()
+    elif not isinstance(config, GenerationConfig):
+        hint = " (pass max_new_tokens=... by name)" if isinstance(config, int) else ""
+        raise TypeError(f"config must be a GenerationConfig, got {config!r}{hint}")
+    return config.replace(**options) if options else config
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,17 +182,11 @@ def _as_list(token_ids) -> list[int]:
     return [int(token_ids)] if isinstance(token_ids, int) else [int(t) for t in token_ids]
 
 
-def _check_prompt(model, idx, max_new_tokens: int, attention_mask=None) -> None:
-    """Clear errors for the mistakes the model itself would report less clearly."""
+def _context(model, idx, cfg: GenerationConfig, attention_mask=None) -> int:
+    """Check the prompt; return how many of the last positions the model reads at a step."""
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.size(1) == 0:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(f"idx must be a non-empty (B, T) tensor of token ids, got {shape}")
-    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 0):
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    T, block_size = idx.size(1), model.config.block_size
-    if T + max_new_tokens > block_size:
-        raise ValueError(f"prompt length {T} + max_new_tokens {max_new_tokens} exceeds the "
-                         f"model's block_size {block_size}")  # fmt: skip
     if attention_mask is not None:
         if attention_mask.shape != idx.shape:
             raise ValueError(f"attention_mask must have idx's shape {tuple(idx.shape)}, "
@@ -187,6 +194,17 @@ def _check_prompt(model, idx, max_new_tokens: int, attention_mask=None) -> None:
         if not attention_mask[:, -1].all():
             raise ValueError("pad prompts on the left (see left_pad): the last column of "
                              "attention_mask must be all ones")  # fmt: skip
+    T, n, block_size = idx.size(1), cfg.max_new_tokens, model.config.block_size
+    if cfg.sliding_window is None:
+        if T + n > block_size:
+            raise ValueError(f"prompt length {T} + max_new_tokens {n} exceeds the model's "
+                             f"block_size {block_size} (sliding_window reads only the last "
+                             f"tokens)")  # fmt: skip
+        return block_size
+    if cfg.sliding_window > block_size:
+        raise ValueError(f"sliding_window {cfg.sliding_window} exceeds the model's block_size "
+                         f"{block_size}")  # fmt: skip
+    return cfg.sliding_window
 
 
 def _ends_with(seq: torch.Tensor, stop: list[list[int]]) -> torch.Tensor:
@@ -200,24 +218,9 @@ def _ends_with(seq: torch.Tensor, stop: list[list[int]]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def stream(
-    model,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    *,
-    temperature: float = 1.0,
-    do_sample: bool = False,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    repetition_penalty: float | None = None,
-    eos_token_id: int | list[int] | None = None,
-    pad_token_id: int | None = None,
-    attention_mask: torch.Tensor | None = None,
-    stop: list[list[int]] | None = None,
-    use_cache: bool = True,
-    generator: torch.Generator | None = None,
-) -> Iterator[torch.Tensor]:
+def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
+           attention_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+           **options) -> Iterator[torch.Tensor]:  # fmt: skip
     """Yield the next token of every row, a (B,) tensor, one step at a time.
 
     The arguments are `generate`'s. A row is finished once it produces an eos token or ends
@@ -225,33 +228,44 @@ def stream(
     The loop ends after ``max_new_tokens`` steps or when every row is finished.
 
     >>> from lmlib.model import GPT, GPTConfig
-    >>> model = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=1, n_head=2, d_model=8))
-    >>> [tuple(token.shape) for token in stream(model.eval(), torch.tensor([[1, 2]]), 3)]
+    >>> model = GPT(GPTConfig(block_size=16, vocab_size=11, n_layers=1, n_heads=2, d_model=8))
+    >>> [tuple(t.shape) for t in stream(model.eval(), torch.tensor([[1, 2]]), max_new_tokens=3)]
     [(1,), (1,), (1,)]
     """
-    _check_prompt(model, idx, max_new_tokens, attention_mask)
+    cfg = resolve(config, **options)
+    if cfg.num_beams > 1:
+        raise ValueError("num_beams > 1 is beam search, which does not stream: call generate")
+    window = _context(model, idx, cfg, attention_mask)  # the model reads the last `window`
     B, T = idx.shape
-    eos, stop = _as_list(eos_token_id), [list(s) for s in stop or []]
-    pad_token_id = eos[0] if pad_token_id is None and eos else pad_token_id
-    if stop and pad_token_id is None:
-        raise ValueError("stop sequences need a pad_token_id for the rows that finish first")
+    eos = _as_list(cfg.eos_token_id)
+    pad_token_id = eos[0] if cfg.pad_token_id is None and eos else cfg.pad_token_id
     eos = torch.tensor(eos, dtype=torch.long, device=idx.device)
+    stop = [list(s) for s in cfg.stop or []]
     mask = None if attention_mask is None else attention_mask.long()
-    # The cache holds the prompt and every new token: T + max_new_tokens positions.
-    cache = KVCache.for_model(model, B, T + max_new_tokens) if use_cache else None
+    # The cache holds the prompt and every new token, at most `window` positions. Once the
+    # text is longer the window slides: every position in it shifts by one at each step, so
+    # the cached keys and values no longer apply and the model re-reads the window instead.
+    use_cache = cfg.use_cache and T <= window
+    cache = KVCache.for_model(model, B, min(T + cfg.max_new_tokens, window)) if use_cache else None
     seq = idx.long()  # (B, T + tokens so far)
-    unseen = seq  # what the model has not read yet: the prompt, then one token at a time
+    unseen = seq  # what the cache has not read yet: the prompt, then one token at a time
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
-    for _ in range(max_new_tokens):
-        if use_cache:
+    for _ in range(cfg.max_new_tokens):
+        if seq.size(1) > window:
+            cache = None  # the window slides from here on
+        if cache is not None:
             out = model(unseen, cache=cache, attention_mask=mask, last_only=True)
-        else:  # recompute every position, every step: the cost the cache saves
-            out = model(seq, attention_mask=mask, last_only=True)
+        else:  # read every position in the window, every step: the cost the cache saves
+            in_window = None if mask is None else mask[:, -window:]
+            out = model(seq[:, -window:], attention_mask=in_window, last_only=True)
         logits = out.logits[:, -1].float()  # (B, V): scores for the next token only
-        if repetition_penalty is not None:
-            logits = apply_repetition_penalty(logits, seq, repetition_penalty, mask)
-        if do_sample:
-            token = sample(logits, temperature, top_k, top_p, min_p, generator)  # (B,)
+        if cfg.repetition_penalty is not None:
+            logits = apply_repetition_penalty(logits, seq, cfg.repetition_penalty, mask)
+        for process in cfg.logits_processors:
+            logits = process(seq, logits)  # (B, V)
+        if cfg.do_sample:
+            token = sample(logits, cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p,
+                           generator)  # (B,)  # fmt: skip
         else:
             token = logits.argmax(dim=-1)  # (B,) greedy: the most likely token
         if pad_token_id is not None:
@@ -266,46 +280,31 @@ def stream(
             return
 
 
-def generate(
-    model,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    *,
-    temperature: float = 1.0,
-    do_sample: bool = False,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    repetition_penalty: float | None = None,
-    eos_token_id: int | list[int] | None = None,
-    pad_token_id: int | None = None,
-    attention_mask: torch.Tensor | None = None,
-    stop: list[list[int]] | None = None,
-    use_cache: bool = True,
-    generator: torch.Generator | None = None,
-    streamer: Callable[[torch.Tensor], None] | None = None,
-) -> torch.Tensor:
+def generate(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
+             attention_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+             streamer: Callable[[torch.Tensor], None] | None = None,
+             **options) -> torch.Tensor:  # fmt: skip
     """Continue each prompt in idx (B, T); returns (B, T + new), new <= max_new_tokens.
 
-    - ``do_sample=False`` is greedy decoding (temperature and the filters are then unused);
-      with ``do_sample=True`` each token is drawn by `sample`, reproducibly for a given
-      ``generator`` seed.
-    - ``repetition_penalty`` (> 1 discourages repeats) applies in both modes.
+    - ``config`` (a `GenerationConfig`, with keyword ``options`` overriding its fields)
+      says how: greedy by default; with ``do_sample=True`` each token is drawn by
+      `lmlib.sampling.sample`, reproducibly for a given ``generator`` seed; with
+      ``num_beams > 1`` by `beam_search`.
     - Prompts of different lengths: pad them on the left (`left_pad`) and pass
       ``attention_mask``; each row then continues exactly as its prompt would alone.
     - ``eos_token_id`` and ``stop`` (token-id sequences) finish a row; finished rows are
       filled with ``pad_token_id``, and generation ends when all rows are finished.
-    - ``use_cache=False`` re-reads the whole sequence at every step: the same tokens, slower.
     - ``streamer`` is called with each new token (B,) as soon as it is chosen.
-    - The model should be in eval mode, or dropout makes every step random.
+    - The model should be in eval mode (`lmlib.runtime.eval_mode`), or dropout makes every
+      step random.
     """
+    cfg = resolve(config, **options)
+    if cfg.num_beams > 1:
+        if streamer is not None:
+            raise ValueError("beam search cannot stream: its best sequence is known at the end")
+        return beam_search(model, idx, cfg, attention_mask=attention_mask)
     tokens = []
-    for token in stream(
-        model, idx, max_new_tokens, temperature=temperature, do_sample=do_sample, top_k=top_k,
-        top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
-        eos_token_id=eos_token_id, pad_token_id=pad_token_id, attention_mask=attention_mask,
-        stop=stop, use_cache=use_cache, generator=generator,
-    ):  # fmt: skip
+    for token in stream(model, idx, cfg, attention_mask=attention_mask, generator=generator):
         if streamer is not None:
             streamer(token)
         tokens.append(token)
@@ -314,35 +313,38 @@ def generate(
     return torch.cat([idx, torch.stack(tokens, dim=1)], dim=1)  # (B, T + new)
 
 
-def generate_text(model, tokenizer, prompts: list[str], max_new_tokens: int = 50, *,
-                  stop: list[str] | None = None, **options) -> list[str]:  # fmt: skip
+def generate_text(model, tokenizer, prompts: list[str],
+                  config: GenerationConfig | None = None, *,
+                  generator: torch.Generator | None = None, **options) -> list[str]:  # fmt: skip
     """Continue each prompt string; returns only the new text, cut before any stop string.
 
-    Prompts are tokenized, padded on the left and generated as one batch; ``options`` are
-    `generate`'s (``do_sample``, ``top_p``, ...). ``eos_token_id`` and ``pad_token_id``
-    default to the tokenizer's. Stop strings are checked on the decoded text, since a
-    string can be split into tokens in more than one way.
+    Prompts are tokenized, padded on the left and generated as one batch. ``eos_token_id``
+    and ``pad_token_id`` default to the tokenizer's. ``stop_strings`` are checked on the
+    decoded text, since a string can be split into tokens in more than one way.
     """
-    rows = [tokenizer(p)["input_ids"] for p in prompts]
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError("prompts must be a non-empty list of strings")
+    cfg = resolve(config, **options)
+    eos_id = cfg.eos_token_id if cfg.eos_token_id is not None else tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    options.setdefault("eos_token_id", tokenizer.eos_token_id)
-    options.setdefault("pad_token_id", pad)
-    eos = set(_as_list(options["eos_token_id"]))
-    idx, mask = left_pad(rows, pad)
+    cfg = cfg.replace(eos_token_id=eos_id, pad_token_id=cfg.pad_token_id
+                      if cfg.pad_token_id is not None else pad)  # fmt: skip
+    eos, stop = set(_as_list(eos_id)), cfg.stop_strings or []
+    idx, mask = left_pad([tokenizer(p)["input_ids"] for p in prompts], pad)
     device = next(model.parameters()).device
     new = [[] for _ in prompts]  # each row's tokens, up to its eos or stop string
     done = [False] * len(prompts)
-    for token in stream(model, idx.to(device), max_new_tokens, attention_mask=mask.to(device),
-                        **options):  # fmt: skip
+    for token in stream(model, idx.to(device), cfg, attention_mask=mask.to(device),
+                        generator=generator):  # fmt: skip
         for b, t in enumerate(token.tolist()):
             if done[b]:
                 continue
             new[b].append(t)
-            done[b] = t in eos or any(s in tokenizer.decode(new[b]) for s in stop or [])
+            done[b] = t in eos or any(s in tokenizer.decode(new[b]) for s in stop)
         if all(done):
             break  # leaving the loop stops the generator: no further model calls
     texts = [tokenizer.decode(row, skip_special_tokens=True) for row in new]
-    for s in stop or []:
+    for s in stop:
         texts = [text.split(s)[0] for text in texts]
     return texts
 
@@ -359,18 +361,9 @@ def _add_hypothesis(finished: list, score: float, tokens: torch.Tensor, num_beam
 
 
 @torch.inference_mode()
-def beam_search(
-    model,
-    idx: torch.Tensor,
-    max_new_tokens: int,
-    num_beams: int,
-    *,
-    length_penalty: float = 1.0,
-    eos_token_id: int | list[int] | None = None,
-    pad_token_id: int | None = None,
-    attention_mask: torch.Tensor | None = None,
-    use_cache: bool = True,
-) -> torch.Tensor:
+def beam_search(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
+                attention_mask: torch.Tensor | None = None,
+                **options) -> torch.Tensor:  # fmt: skip
     """The most likely continuation found with ``num_beams`` hypotheses per prompt, (B, T + new).
 
     Greedy decoding commits to one token per step; beam search keeps the ``num_beams``
@@ -389,16 +382,22 @@ def beam_search(
       scored at its current length, does not beat the worst of them.
 
     Returns the best finished hypothesis per prompt; shorter rows are filled with
-    ``pad_token_id`` (default: the first eos).
+    ``pad_token_id`` (default: the first eos). The config's sampling, processors, stop
+    sequences and sliding window do not apply to beams, and setting them is an error.
     """
-    _check_prompt(model, idx, max_new_tokens, attention_mask)
-    if not (isinstance(num_beams, int) and num_beams >= 1):
-        raise ValueError(f"num_beams must be a positive int, got {num_beams!r}")
-    if max_new_tokens == 0:
+    cfg = resolve(config, **options)
+    unused = {"do_sample": cfg.do_sample, "repetition_penalty": cfg.repetition_penalty,
+              "logits_processors": cfg.logits_processors, "stop": cfg.stop,
+              "stop_strings": cfg.stop_strings, "sliding_window": cfg.sliding_window}  # fmt: skip
+    if any(value for value in unused.values()):
+        names = ", ".join(name for name, value in unused.items() if value)
+        raise ValueError(f"beam_search does not support {names}")
+    _context(model, idx, cfg, attention_mask)
+    if cfg.max_new_tokens == 0:
         return idx.clone()
     B, T = idx.shape
-    nb, V = num_beams, model.config.vocab_size
-    eos = torch.tensor(_as_list(eos_token_id), dtype=torch.long, device=idx.device)
+    nb, V, n = cfg.num_beams, model.config.vocab_size, cfg.max_new_tokens
+    eos = torch.tensor(_as_list(cfg.eos_token_id), dtype=torch.long, device=idx.device)
     n_candidates = (1 + max(1, len(eos))) * nb
     # Every prompt starts as nb copies; only the first is live (score 0, the others -1e9),
     # or the first step would pick the same best token nb times.
@@ -408,22 +407,22 @@ def beam_search(
     scores[:, 0] = 0.0
     finished = [[] for _ in range(B)]  # per prompt: up to nb (score, tokens), best first
     done = [False] * B
-    cache = KVCache.for_model(model, B * nb, T + max_new_tokens) if use_cache else None
+    cache = KVCache.for_model(model, B * nb, T + n) if cfg.use_cache else None
     unseen = seqs
-    for step in range(max_new_tokens):
+    for step in range(n):
         new_length = step + 1  # generated tokens, counting the one chosen now
-        inputs = unseen if use_cache else seqs
+        inputs = unseen if cfg.use_cache else seqs
         out = model(inputs, cache=cache, attention_mask=mask, last_only=True)
         logits = out.logits[:, -1].float()  # (B*nb, V)
         logprobs = F.log_softmax(logits, dim=-1) + scores.view(-1, 1)  # (B*nb, V) totals
         top, flat = logprobs.view(B, nb * V).topk(n_candidates, dim=-1)  # (B, K) per prompt
         beam, token = flat // V, flat % V  # (B, K): the beam each extends, and with what
-        ends = torch.isin(token, eos) | (new_length == max_new_tokens)  # (B, K)
+        ends = torch.isin(token, eos) | (new_length == n)  # (B, K)
         for b, row_ends in enumerate(ends.tolist()):
             for rank in range(nb):  # only the first nb candidates may finish
                 if row_ends[rank] and not done[b]:
                     tokens = torch.cat([seqs[b * nb + beam[b, rank], T:], token[b, rank, None]])
-                    score = top[b, rank].item() / new_length**length_penalty
+                    score = top[b, rank].item() / new_length**cfg.length_penalty
                     _add_hypothesis(finished[b], score, tokens, nb)
         # The nb best candidates that did not end go on (-1e9 pushes ended ones last).
         scores, pick = (top - 1e9 * ends.float()).topk(nb, dim=-1)  # (B, nb)
@@ -436,13 +435,13 @@ def beam_search(
         if mask is not None:
             mask = torch.cat([mask[source], mask.new_ones(B * nb, 1)], dim=1)
         for b in range(B):
-            best_running = scores[b, 0].item() / new_length**length_penalty
+            best_running = scores[b, 0].item() / new_length**cfg.length_penalty
             full = len(finished[b]) == nb
             done[b] = done[b] or (full and best_running <= finished[b][-1][0])
         if all(done):
             break
     best = [hyps[0][1] for hyps in finished]
-    fill = pad_token_id if pad_token_id is not None else (int(eos[0]) if len(eos) else 0)
+    fill = cfg.pad_token_id if cfg.pad_token_id is not None else (int(eos[0]) if len(eos) else 0)
     new = torch.full((B, max(len(t) for t in best)), fill, dtype=torch.long, device=idx.device)
     for b, tokens in enumerate(best):
         new[b, : len(tokens)] = tokens
@@ -453,21 +452,22 @@ def beam_search(
 # Timing
 
 
-def time_generation(model, idx, lengths: list[int], use_cache: bool = True,
-                    repeats: int = 1) -> list[float]:  # fmt: skip
-    """Seconds to generate each number of new tokens in ``lengths`` (greedy, no eos).
+def time_generation(model, idx, lengths: list[int], config: GenerationConfig | None = None, *,
+                    repeats: int = 1, **options) -> list[float]:  # fmt: skip
+    """Seconds to generate each number of new tokens in ``lengths`` (default: greedy, no eos).
 
     The median of ``repeats`` runs after one warm-up call. With the cache, each step costs
-    about the same, so time grows linearly in n; without it, step i re-reads T + i tokens,
-    so it grows faster (quadratically once attention dominates).
+    about the same, so time grows linearly in n; without it (``use_cache=False``), step i
+    re-reads T + i tokens, so it grows faster (quadratically once attention dominates).
     """
-    generate(model, idx, 1, use_cache=use_cache)  # warm-up: first calls allocate
+    cfg = resolve(config, **options)
+    generate(model, idx, cfg.replace(max_new_tokens=1))  # warm-up: first calls allocate
     seconds = []
     for n in lengths:
         runs = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            generate(model, idx, n, use_cache=use_cache)
+            generate(model, idx, cfg.replace(max_new_tokens=n))
             runs.append(time.perf_counter() - t0)
         seconds.append(statistics.median(runs))
     return seconds

@@ -1,5 +1,6 @@
-"""Evaluation metrics, written out so each can be checked by hand (Chapter 6).
+"""Evaluation metrics, written out so each can be checked by hand (Chapters 5 and 6).
 
+- generated text without references: distinct-n (Li et al., 2016) and repetition (Ch. 5);
 - classification: accuracy, the confusion matrix, precision, recall and F1;
 - retrieval: recall@k and mean reciprocal rank; question answering: `contains_answer`;
 - generation against references: BLEU (Papineni et al., 2002) and ROUGE-N / ROUGE-L
@@ -187,6 +188,53 @@ def corpus_bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequen
     log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n
     brevity = 1.0 if c > r else math.exp(1 - r / c)
     return 100 * brevity * math.exp(log_precision)
+
+
+# --------------------------------------------------------------------------------------------
+# Diversity and repetition of generated text
+
+
+def _as_list(sample) -> list:
+    """Token ids as a list: tensor elements would hash by identity, not by value."""
+    return sample.tolist() if hasattr(sample, "tolist") else list(sample)
+
+
+def distinct_n(samples: Sequence[Sequence], n: int = 2) -> float:
+    """Share of distinct n-grams among all n-grams of all samples (distinct-n, Li et al.,
+    2016): 1.0 when no n-gram occurs twice; k identical samples give at most 1/k.
+
+    Four bigrams, (1, 2) twice, so three distinct:
+
+    >>> distinct_n([[1, 2, 3], [1, 2, 4]], n=2)
+    0.75
+    """
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    counts = Counter()
+    for sample in samples:
+        counts += ngrams(_as_list(sample), n)
+    total = sum(counts.values())
+    if total == 0:
+        raise ValueError(f"no sample has {n} tokens: distinct-{n} is undefined")
+    return len(counts) / total
+
+
+def repetition(sample: Sequence, n: int = 4) -> float:
+    """Share of a sample's n-grams that repeat an earlier one: 0 for no loops, near 1 for a
+    sample stuck repeating itself.
+
+    "a b c a b c" has four trigrams, (a, b, c) twice, so one of four is a repeat:
+
+    >>> repetition("a b c a b c".split(), n=3)
+    0.25
+    """
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    grams = ngrams(_as_list(sample), n)
+    total = sum(grams.values())
+    if total == 0:
+        raise ValueError(f"a sample of {len(sample)} tokens has no {n}-grams")
+    return 1 - len(grams) / total
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Reproducibility and device selection: the first cell of every chapter calls these.
+"""Reproducibility, device selection and run profiles: the first cell of every chapter.
 
 Every notebook starts with::
 
@@ -9,22 +9,28 @@ Every notebook starts with::
 
 `get_device` honours the ``LMLIB_DEVICE`` environment variable, so a reader with a GPU can
 still force the CPU (``LMLIB_DEVICE=cpu``) and reproduce the stored outputs exactly.
+Chapters with heavy cells size them with `run_profile`: what a 2-core CPU finishes in
+minutes, or more work on a GPU (``LMLIB_PROFILE`` chooses).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata
 import os
 import platform
 import random
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 DEVICE_ENV = "LMLIB_DEVICE"
+PROFILE_ENV = "LMLIB_PROFILE"
 _DEVICES = ("cuda", "mps", "cpu")
 
 
@@ -112,6 +118,72 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         model.train(was_training)
 
 
+@dataclass(frozen=True)
+class RunProfile:
+    """How much work the chapters' heavy cells do. The defaults are the "cpu" profile: each
+    notebook finishes in minutes on a 2-core CPU. ``PROFILES["gpu"]`` trains bigger models
+    for longer and evaluates more; the cells' code is the same for both.
+
+    >>> PROFILES["cpu"].shakespeare_iters, PROFILES["gpu"].shakespeare_iters
+    (2000, 5000)
+    """
+
+    name: str = "cpu"
+    # Chapter 5, training from scratch
+    shakespeare_iters: int = 2000  # training steps of the character-level Shakespeare GPT
+    tang_iters: int = 1200  # training steps of the Tang-poem GPT
+    tang_batch: int = 16  # the Tang-poem GPT's batch size
+    d_model: int = 128  # channels of both character-level GPTs
+    # Chapter 5, fine-tuning
+    finetune_steps: int = 60  # training steps of each fine-tuning method on SST-2
+    encoder_steps: int = 150  # training steps of the MiniLM classifier
+    # Chapter 6
+    probe_train: int = 4000  # training sentences of the MiniLM sentiment probe
+    code_samples: int = 5  # samples per programming problem, for pass@k
+    # Chapter 7
+    ppl_tokens: int = 2048  # held-out tokens scored for each number format's perplexity
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self)[1:]:
+            value = getattr(self, field.name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"{field.name} must be a positive int, got {value!r}")
+
+
+PROFILES = {
+    "cpu": RunProfile(),
+    "gpu": RunProfile(
+        "gpu",
+        shakespeare_iters=5000,
+        tang_iters=5000,
+        tang_batch=64,
+        d_model=256,
+        finetune_steps=300,
+        encoder_steps=600,
+        probe_train=67349,
+        code_samples=20,
+        ppl_tokens=8192,
+    ),
+}
+
+
+def run_profile(device: torch.device | str | None = None) -> RunProfile:
+    """The profile named by ``LMLIB_PROFILE`` if set, else "gpu" on a CUDA device and "cpu"
+    on any other (``device``: default `get_device`).
+
+    >>> run_profile("cpu").tang_batch  # on a CPU, unless LMLIB_PROFILE says otherwise
+    16
+    """
+    name = os.environ.get(PROFILE_ENV, "").strip().lower()
+    if not name:
+        device = get_device() if device is None else torch.device(device)
+        name = "gpu" if device.type == "cuda" else "cpu"
+    if name not in PROFILES:
+        raise ValueError(f"unknown run profile {name!r} (from {PROFILE_ENV}); use one of "
+                         f"{', '.join(PROFILES)}, e.g. {PROFILE_ENV}=cpu")  # fmt: skip
+    return PROFILES[name]
+
+
 def cache_root() -> Path:
     """Root of everything lmlib caches (downloaded data, converted models).
 
@@ -128,20 +200,37 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def environment_summary() -> dict[str, str]:
-    """Versions and hardware, for the (output-ignored) first cell of each chapter.
+def _os_name() -> str:
+    """The operating system and its release, without the kernel build (for readers)."""
+    system = platform.system()
+    if system == "Darwin":
+        return f"macOS {platform.mac_ver()[0]}".strip()
+    if system == "Linux":
+        try:
+            return platform.freedesktop_os_release().get("PRETTY_NAME", "Linux")
+        except OSError:  # no /etc/os-release, e.g. a minimal container
+            return "Linux"
+    return f"{system} {platform.release()}".strip()
 
-    >>> sorted(environment_summary())[:3]
-    ['device', 'numpy', 'platform']
+
+def environment_summary() -> dict[str, str]:
+    """Versions, device and threads, for the (output-ignored) first cell of each chapter.
+
+    >>> sorted(environment_summary())[:4]
+    ['device', 'numpy', 'os', 'python']
     """
     info = {
         "python": platform.python_version(),
-        "platform": platform.platform(terse=True),
+        "os": _os_name(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "device": str(get_device()),
-        "threads": str(torch.get_num_threads()),
     }
+    try:  # the version a chapter's Hugging Face cells run with, without importing it
+        info["transformers"] = importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    info["device"] = str(get_device())
+    info["threads"] = str(torch.get_num_threads())
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -1,9 +1,11 @@
-"""The chat loop on a tiny random Llama: template, streaming, and history truncation."""
+"""The chat prompt and the chat loop on a tiny random Llama: template, streaming, history
+truncation, and the generation config."""
 
 import pytest
 import torch
 
-from lmlib.chat import Chat
+from lmlib.chat import Chat, chat_prompt
+from lmlib.generate import GenerationConfig
 from lmlib.model import Llama, LlamaConfig
 
 V, EOS = 64, 0
@@ -26,12 +28,61 @@ class TemplateTokenizer:
 
 
 @pytest.fixture
-def chat():
+def model():
     torch.manual_seed(0)
-    model = Llama(LlamaConfig(vocab_size=V, block_size=256, n_layer=1, n_head=2, n_kv_head=1,
-                              d_model=16, hidden=32)).eval()  # fmt: skip
+    return Llama(LlamaConfig(vocab_size=V, block_size=256, n_layers=1, n_heads=2, n_kv_heads=1,
+                             d_model=16, hidden=32)).eval()  # fmt: skip
+
+
+@pytest.fixture
+def chat(model):
     return Chat(model, TemplateTokenizer(), system="Be brief.", max_context=120,
                 max_new_tokens=10)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# chat_prompt
+
+
+def test_chat_prompt_writes_the_template_with_the_assistant_cue():
+    tok = TemplateTokenizer()
+    assert chat_prompt(tok, "hi") == "<user>hi\n<assistant>"
+    assert chat_prompt(tok, "hi", system="Be brief.") == "<system>Be brief.\n<user>hi\n<assistant>"
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+             {"role": "user", "content": "c"}]  # fmt: skip
+    assert chat_prompt(tok, turns) == "<user>a\n<assistant>b\n<user>c\n<assistant>"
+
+
+def test_chat_prompt_equals_the_hand_written_template_call():
+    """What Chapters 6 and 7 wrote by hand, with a real chat template."""
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}")  # fmt: skip
+    vocab = tokenizers.models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizers.Tokenizer(vocab))
+    tok.chat_template = template
+    system, question = "You are a helpful assistant.", "What is the capital of France?"
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    by_hand = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert chat_prompt(tok, question, system=system) == by_hand
+    assert chat_prompt(tok, messages) == by_hand
+
+
+def test_chat_prompt_bad_input():
+    tok = TemplateTokenizer()
+    with pytest.raises(ValueError, match="messages must be"):
+        chat_prompt(tok, [])
+    with pytest.raises(ValueError, match="messages must be"):
+        chat_prompt(tok, [{"role": "user"}])
+    with pytest.raises(ValueError, match="already start with a system message"):
+        chat_prompt(tok, [{"role": "system", "content": "x"}], system="y")
+    with pytest.raises(TypeError, match="chat template"):
+        chat_prompt(object(), "hi")
+
+
+# --------------------------------------------------------------------------------------------
+# Chat
 
 
 def test_streamed_pieces_make_the_reply_and_history_grows(chat):
@@ -40,6 +91,12 @@ def test_streamed_pieces_make_the_reply_and_history_grows(chat):
     assert "".join(pieces).strip() == reply and len(reply) > 0
     assert [m["role"] for m in chat.messages()] == ["system", "user", "assistant"]
     assert chat.messages()[-1]["content"] == reply
+
+
+def test_prompt_ids_are_the_chat_prompt_encoded(chat):
+    chat.send("hello")
+    text = chat_prompt(chat.tokenizer, chat.history, system="Be brief.")
+    assert chat.prompt_ids() == chat.tokenizer.encode(text)
 
 
 def test_old_turns_are_dropped_to_fit_the_context_but_not_the_system_prompt(chat):
@@ -68,3 +125,24 @@ def test_greedy_chat_is_reproducible(chat):
     first = chat.send("same question")
     chat.history.clear()
     assert chat.send("same question") == first
+
+
+def test_a_config_is_passed_whole_and_options_override_it(model):
+    tok = TemplateTokenizer()
+    config = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=1.5)
+    bot = Chat(model, tok, config=config, max_context=120)
+    assert bot.config == config.replace(eos_token_id=EOS) and bot.max_new_tokens == 6
+    assert Chat(model, tok, max_context=120, config=config, max_new_tokens=8).max_new_tokens == 8
+    assert Chat(model, tok, max_context=200).max_new_tokens == 128  # the default reply length
+
+    def reply(seed):
+        g = torch.Generator().manual_seed(seed)
+        bot = Chat(model, tok, max_context=120, config=config, generator=g)
+        return bot.send("tell me something")
+
+    assert reply(0) == reply(0)
+    assert len({reply(s) for s in range(4)}) > 1  # sampling: the seed matters
+    with pytest.raises(ValueError, match="stop_strings"):
+        Chat(model, tok, max_context=120, stop_strings=["\n"])
+    with pytest.raises(ValueError, match="max_new_tokens must leave room"):
+        Chat(model, tok, max_context=100, max_new_tokens=100)

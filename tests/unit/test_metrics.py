@@ -1,25 +1,25 @@
-"""Metrics against their reference implementations (scikit-learn, sacrebleu, rouge-score),
-hand-checkable cases, and properties that must hold for any input."""
+"""Metrics against their reference implementations (scikit-learn, sacrebleu, rouge-score,
+each test skipped on its own where its reference is not installed), hand-checkable cases,
+and properties that must hold for any input."""
 
 import math
 
 import pytest
-import sacrebleu
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rouge_score import rouge_scorer
-from sklearn import metrics as skm
 
 from lmlib.metrics import (
     accuracy,
     classification_report,
     confusion_matrix,
     corpus_bleu,
+    distinct_n,
     lcs_length,
     pass_at_k,
     precision_recall_f1,
     recall_at_k,
     reciprocal_rank,
+    repetition,
     rouge,
     rouge_l,
     rouge_n,
@@ -32,6 +32,7 @@ labels = st.lists(st.integers(0, 1), min_size=1, max_size=40)
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_classification_metrics_equal_scikit_learn(data):
+    skm = pytest.importorskip("sklearn.metrics")
     gold = data.draw(labels)
     pred = data.draw(st.lists(st.integers(0, 1), min_size=len(gold), max_size=len(gold)))
     assert accuracy(gold, pred) == pytest.approx(skm.accuracy_score(gold, pred))
@@ -82,6 +83,7 @@ PAIRS = [
 
 @pytest.mark.parametrize("n_pairs", [1, 2, 4])
 def test_corpus_bleu_equals_sacrebleu(n_pairs):
+    sacrebleu = pytest.importorskip("sacrebleu")
     hyps, refs = zip(*PAIRS[:n_pairs])
     ours = corpus_bleu([h.split() for h in hyps], [r.split() for r in refs])
     theirs = sacrebleu.corpus_bleu(list(hyps), [list(refs)], tokenize="none",
@@ -113,6 +115,7 @@ TEXTS = [
 
 @pytest.mark.parametrize("cand, ref", TEXTS)
 def test_rouge_equals_rouge_score(cand, ref):
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
     theirs = scorer.score(ref, cand)  # rouge-score takes (target, prediction)
     ours = rouge(cand, ref)
@@ -146,3 +149,49 @@ def test_pass_at_k_matches_the_combinatorial_formula():
         pass_at_k(5, 6, 1)
     with pytest.raises(ValueError):
         pass_at_k(5, 1, 6)
+
+
+# --------------------------------------------------------------------------------------------
+# Diversity and repetition (Chapter 5)
+
+
+def distinct_bigrams_by_hand(samples):
+    """Chapter 5's definition, as the chapter first wrote it."""
+    pairs = [tuple(s[i : i + 2]) for s in samples for i in range(len(s) - 1)]
+    return len(set(pairs)) / len(pairs)
+
+
+def repetition_by_hand(sample_ids, n=4):
+    grams = [tuple(sample_ids[i : i + n]) for i in range(len(sample_ids) - n + 1)]
+    return 1 - len(set(grams)) / len(grams)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 5), min_size=4, max_size=20), min_size=1, max_size=8))
+def test_distinct_n_and_repetition_equal_chapter_5s_definitions(samples):
+    assert distinct_n(samples, 2) == distinct_bigrams_by_hand(samples)  # exactly, not approx
+    for sample in samples:
+        assert repetition(sample, 4) == repetition_by_hand(sample)
+        assert 0 <= repetition(sample, 1) < 1 and repetition(sample, len(sample)) == 0
+    assert 0 < distinct_n(samples, 1) <= 1
+
+
+def test_diversity_and_repetition_by_hand():
+    assert distinct_n([[1, 2, 3], [1, 2, 4]], n=2) == 0.75  # (1, 2) twice among 4 bigrams
+    assert distinct_n([[1, 2, 3]] * 8, n=2) == 1 / 8  # identical samples: 1 / number
+    assert repetition("a b c a b c".split(), n=3) == 0.25
+    assert repetition([7] * 10, n=2) == 1 - 1 / 9  # stuck: every bigram but the first repeats
+    torch = pytest.importorskip("torch")
+    assert distinct_n(torch.tensor([[1, 2, 3], [1, 2, 4]])) == 0.75  # tensor rows: by value
+    assert repetition(torch.tensor([5, 6, 5, 6]), n=2) == 1 - 2 / 3  # (5, 6) twice, (6, 5)
+
+
+def test_diversity_and_repetition_bad_input():
+    with pytest.raises(ValueError, match="no sample has 2 tokens"):
+        distinct_n([[1], []])
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        distinct_n([[1, 2]], n=0)
+    with pytest.raises(ValueError, match="a sample of 3 tokens has no 4-grams"):
+        repetition([1, 2, 3])
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        repetition([1, 2, 3], n=1.5)

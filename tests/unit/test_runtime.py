@@ -1,5 +1,6 @@
-"""Seeding and device selection."""
+"""Seeding, device selection, run profiles, eval mode and the environment summary."""
 
+import platform
 import random
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 import lmlib
-from lmlib.runtime import DEVICE_ENV
+from lmlib.runtime import DEVICE_ENV, PROFILE_ENV, PROFILES, RunProfile, eval_mode, run_profile
 
 
 def draw():
@@ -65,7 +66,66 @@ def test_unavailable_cuda_is_an_error_not_a_silent_fallback(monkeypatch):
         lmlib.get_device()
 
 
-def test_environment_summary_names_versions():
+def test_environment_summary_names_versions_device_and_threads_only():
     info = lmlib.environment_summary()
-    assert info["torch"] == torch.__version__
+    assert info["torch"] == torch.__version__ and info["numpy"] == np.__version__
+    assert info["python"] == platform.python_version()
     assert info["device"] in {"cpu", "cuda", "mps"}
+    assert info["threads"] == str(torch.get_num_threads())
+    # The OS by name, without the kernel's build string (e.g. "6.1.0-18-amd64").
+    assert info["os"] and "platform" not in info
+    if platform.system() == "Linux":
+        assert platform.release() not in " ".join(info.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Run profiles
+
+
+def test_cpu_profile_keeps_the_numbers_the_chapters_had():
+    """The PROFILE/SIZES dicts that Chapters 5-7 copied, before RunProfile replaced them."""
+    chapters = {
+        "cpu": dict(shakespeare_iters=2000, tang_iters=1200, tang_batch=16, d_model=128,
+                    finetune_steps=60, encoder_steps=150, probe_train=4000, code_samples=5,
+                    ppl_tokens=2048),
+        "gpu": dict(shakespeare_iters=5000, tang_iters=5000, tang_batch=64, d_model=256,
+                    finetune_steps=300, encoder_steps=600, probe_train=67349, code_samples=20,
+                    ppl_tokens=8192),
+    }  # fmt: skip
+    for name, sizes in chapters.items():
+        assert PROFILES[name] == RunProfile(name, **sizes)
+    assert RunProfile() == PROFILES["cpu"]
+
+
+def test_run_profile_follows_the_device_unless_the_environment_says(monkeypatch):
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    assert run_profile("cpu").name == "cpu"
+    assert run_profile(torch.device("cuda")).name == "gpu"  # only the device type is read
+    assert run_profile().name == ("gpu" if lmlib.get_device().type == "cuda" else "cpu")
+    monkeypatch.setenv(PROFILE_ENV, "GPU")
+    assert run_profile("cpu") is PROFILES["gpu"]
+    monkeypatch.setenv(PROFILE_ENV, "tpu")
+    with pytest.raises(ValueError, match="LMLIB_PROFILE=cpu"):
+        run_profile("cpu")
+
+
+def test_run_profile_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="tang_batch must be a positive int"):
+        RunProfile(tang_batch=0)
+    with pytest.raises(ValueError, match="d_model must be a positive int"):
+        RunProfile(d_model=12.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Eval mode
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_restores_the_mode_it_found_even_on_error(training):
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5)).train(training)
+    with eval_mode(net) as same:
+        assert same is net and not net.training and not net[1].training
+    assert net.training is training and net[1].training is training
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(net):
+        raise RuntimeError("boom")
+    assert net.training is training and net[1].training is training
