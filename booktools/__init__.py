@@ -15,6 +15,7 @@ Command-line tools, each run as ``python -m booktools.<tool>`` (the Makefile's t
 - `booktools.grade_submissions`: hand out a term's assignments and grade a class's
   submissions without Docker (for instructors)
 - `booktools.fetch_data`: fetch and verify every data set into the cache (`make data`)
+- `booktools.checksums`: `lmlib/_sha256.py`, the data files' SHA-256, from a folder of them
 - `booktools.runtimes`: copy the chapter run times the test suite measured into
   `chapters/runtimes.json` (`make runtimes`)
 - `booktools.vendor_assets`: the site's pinned browser libraries from npm (`make vendor`)
