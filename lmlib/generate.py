@@ -1,22 +1,22 @@
-"""Generating text with `lmlib.model`'s GPT and Llama: the decoding loop, a KV cache, beams.
+"""Generating text with `lmlib.model`'s GPT and Llama: the decoding loop and a KV cache.
 
 Read top to bottom, each piece adds one idea:
 
 - `GenerationConfig`: every decoding choice in one typed object, passed whole to `stream`,
-  `generate`, `beam_search`, `generate_text` and `lmlib.chat.Chat`.
+  `generate`, `generate_text`, `lmlib.beam_search.beam_search` and `lmlib.chat.Chat`.
 - `left_pad`: prompts of different lengths as one batch, padded on the left so that every
   row's next token goes in the same column.
 - `stream`: the decoding loop. The prompt goes through the model once and fills a
   `lmlib.kvcache.KVCache`; after that each step feeds only the newest token. A sliding
   window lets the text grow past the model's context. `generate` collects what `stream`
   yields, `generate_text` works on strings through a tokenizer.
-- `beam_search`: keep the ``num_beams`` most likely continuations instead of one.
 - `time_generation`: seconds to generate n tokens, with or without the cache.
 
 What happens to one step's logits (temperature, top-k, top-p, min-p, the repetition
-penalty, constraints such as `lmlib.sampling.FixedForm`) is `lmlib.sampling`.
+penalty, constraints such as `lmlib.sampling.FixedForm`) is `lmlib.sampling`; keeping
+several candidate continuations instead of one is `lmlib.beam_search`.
 
-Shape legend: B batch, T time (prompt length), V vocabulary size, nb beams per prompt.
+Shape legend: B batch, T time (prompt length), V vocabulary size.
 
 >>> from lmlib.model import GPT, GPTConfig
 >>> _ = torch.manual_seed(0)
@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from lmlib.kvcache import KVCache
 from lmlib.sampling import LogitsProcessor, apply_repetition_penalty, sample
@@ -66,7 +65,7 @@ class GenerationConfig:
     min_p: float | None = None  # sampling: keep tokens with >= min_p x the top probability
     repetition_penalty: float | None = None  # > 1: tokens already in the text less likely
     logits_processors: Sequence[LogitsProcessor] = ()  # (tokens, logits) -> logits, in order
-    num_beams: int = 1  # > 1: beam search, deterministic (`generate` calls `beam_search`)
+    num_beams: int = 1  # beam search (`lmlib.beam_search`): candidates kept per prompt
     length_penalty: float = 1.0  # beam search: a hypothesis scores sum(log p) / length ** this
     # Stopping
     eos_token_id: int | list[int] | None = None  # ends a row; any of several ids (Llama 3)
@@ -175,15 +174,20 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return idx, mask
 
 
-def _as_list(token_ids) -> list[int]:
-    """None, one id or several ids -> a list (eos may be several tokens, as in Llama 3)."""
+def token_id_list(token_ids) -> list[int]:
+    """None, one id or several ids -> a list (eos may be several tokens, as in Llama 3).
+
+    >>> token_id_list(None), token_id_list(2), token_id_list((2, 3))
+    ([], [2], [2, 3])
+    """
     if token_ids is None:
         return []
     return [int(token_ids)] if isinstance(token_ids, int) else [int(t) for t in token_ids]
 
 
-def _context(model, idx, cfg: GenerationConfig, attention_mask=None) -> int:
-    """Check the prompt; return how many of the last positions the model reads at a step."""
+def check_prompt(model, idx, cfg: GenerationConfig, attention_mask=None) -> int:
+    """Clear errors for a bad prompt; returns how many of the last positions the model reads
+    at each step (the sliding window, else the whole ``block_size``)."""
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.size(1) == 0:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(f"idx must be a non-empty (B, T) tensor of token ids, got {shape}")
@@ -234,10 +238,10 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
     """
     cfg = resolve(config, **options)
     if cfg.num_beams > 1:
-        raise ValueError("num_beams > 1 is beam search, which does not stream: call generate")
-    window = _context(model, idx, cfg, attention_mask)  # the model reads the last `window`
+        raise ValueError("num_beams > 1 is beam search: call lmlib.beam_search.beam_search")
+    window = check_prompt(model, idx, cfg, attention_mask)  # the model reads the last `window`
     B, T = idx.shape
-    eos = _as_list(cfg.eos_token_id)
+    eos = token_id_list(cfg.eos_token_id)
     pad_token_id = eos[0] if cfg.pad_token_id is None and eos else cfg.pad_token_id
     eos = torch.tensor(eos, dtype=torch.long, device=idx.device)
     stop = [list(s) for s in cfg.stop or []]
@@ -288,8 +292,8 @@ def generate(model, idx: torch.Tensor, config: GenerationConfig | None = None, *
 
     - ``config`` (a `GenerationConfig`, with keyword ``options`` overriding its fields)
       says how: greedy by default; with ``do_sample=True`` each token is drawn by
-      `lmlib.sampling.sample`, reproducibly for a given ``generator`` seed; with
-      ``num_beams > 1`` by `beam_search`.
+      `lmlib.sampling.sample`, reproducibly for a given ``generator`` seed. (Beam search
+      is `lmlib.beam_search.beam_search`.)
     - Prompts of different lengths: pad them on the left (`left_pad`) and pass
       ``attention_mask``; each row then continues exactly as its prompt would alone.
     - ``eos_token_id`` and ``stop`` (token-id sequences) finish a row; finished rows are
@@ -299,10 +303,6 @@ def generate(model, idx: torch.Tensor, config: GenerationConfig | None = None, *
       step random.
     """
     cfg = resolve(config, **options)
-    if cfg.num_beams > 1:
-        if streamer is not None:
-            raise ValueError("beam search cannot stream: its best sequence is known at the end")
-        return beam_search(model, idx, cfg, attention_mask=attention_mask)
     tokens = []
     for token in stream(model, idx, cfg, attention_mask=attention_mask, generator=generator):
         if streamer is not None:
@@ -329,7 +329,7 @@ def generate_text(model, tokenizer, prompts: list[str],
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     cfg = cfg.replace(eos_token_id=eos_id, pad_token_id=cfg.pad_token_id
                       if cfg.pad_token_id is not None else pad)  # fmt: skip
-    eos, stop = set(_as_list(eos_id)), cfg.stop_strings or []
+    eos, stop = set(token_id_list(eos_id)), cfg.stop_strings or []
     idx, mask = left_pad([tokenizer(p)["input_ids"] for p in prompts], pad)
     device = next(model.parameters()).device
     new = [[] for _ in prompts]  # each row's tokens, up to its eos or stop string
@@ -347,105 +347,6 @@ def generate_text(model, tokenizer, prompts: list[str],
     for s in stop:
         texts = [text.split(s)[0] for text in texts]
     return texts
-
-
-# --------------------------------------------------------------------------------------------
-# Beam search
-
-
-def _add_hypothesis(finished: list, score: float, tokens: torch.Tensor, num_beams: int):
-    """Keep the num_beams best (score, tokens) pairs, best first."""
-    finished.append((score, tokens))
-    finished.sort(key=lambda h: h[0], reverse=True)
-    del finished[num_beams:]
-
-
-@torch.inference_mode()
-def beam_search(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
-                attention_mask: torch.Tensor | None = None,
-                **options) -> torch.Tensor:  # fmt: skip
-    """The most likely continuation found with ``num_beams`` hypotheses per prompt, (B, T + new).
-
-    Greedy decoding commits to one token per step; beam search keeps the ``num_beams``
-    partial continuations with the highest total log-probability and extends each by every
-    token, which can find a sequence whose first token was not the single best one.
-
-    The rules are Hugging Face's ``generate(num_beams=..., do_sample=False)`` with its
-    defaults (``early_stopping=False``):
-
-    - each step ranks the nb * V extensions of a prompt's beams and looks at the best
-      ``(1 + max(1, #eos)) * nb``, so that nb beams survive even if the best ones end;
-    - an extension ending in eos (or reaching ``max_new_tokens``) that ranks among the
-      first nb is a finished hypothesis, scored sum(log p) / new_length ** length_penalty;
-      the nb best finished ones are kept;
-    - a prompt is done once it has nb finished hypotheses and its best running beam,
-      scored at its current length, does not beat the worst of them.
-
-    Returns the best finished hypothesis per prompt; shorter rows are filled with
-    ``pad_token_id`` (default: the first eos). The config's sampling, processors, stop
-    sequences and sliding window do not apply to beams, and setting them is an error.
-    """
-    cfg = resolve(config, **options)
-    unused = {"do_sample": cfg.do_sample, "repetition_penalty": cfg.repetition_penalty,
-              "logits_processors": cfg.logits_processors, "stop": cfg.stop,
-              "stop_strings": cfg.stop_strings, "sliding_window": cfg.sliding_window}  # fmt: skip
-    if any(value for value in unused.values()):
-        names = ", ".join(name for name, value in unused.items() if value)
-        raise ValueError(f"beam_search does not support {names}")
-    _context(model, idx, cfg, attention_mask)
-    if cfg.max_new_tokens == 0:
-        return idx.clone()
-    B, T = idx.shape
-    nb, V, n = cfg.num_beams, model.config.vocab_size, cfg.max_new_tokens
-    eos = torch.tensor(_as_list(cfg.eos_token_id), dtype=torch.long, device=idx.device)
-    n_candidates = (1 + max(1, len(eos))) * nb
-    # Every prompt starts as nb copies; only the first is live (score 0, the others -1e9),
-    # or the first step would pick the same best token nb times.
-    seqs = idx.long().repeat_interleave(nb, dim=0)  # (B*nb, T)
-    mask = None if attention_mask is None else attention_mask.long().repeat_interleave(nb, 0)
-    scores = torch.full((B, nb), -1e9, device=idx.device)  # (B, nb) sum of log-probs
-    scores[:, 0] = 0.0
-    finished = [[] for _ in range(B)]  # per prompt: up to nb (score, tokens), best first
-    done = [False] * B
-    cache = KVCache.for_model(model, B * nb, T + n) if cfg.use_cache else None
-    unseen = seqs
-    for step in range(n):
-        new_length = step + 1  # generated tokens, counting the one chosen now
-        inputs = unseen if cfg.use_cache else seqs
-        out = model(inputs, cache=cache, attention_mask=mask, last_only=True)
-        logits = out.logits[:, -1].float()  # (B*nb, V)
-        logprobs = F.log_softmax(logits, dim=-1) + scores.view(-1, 1)  # (B*nb, V) totals
-        top, flat = logprobs.view(B, nb * V).topk(n_candidates, dim=-1)  # (B, K) per prompt
-        beam, token = flat // V, flat % V  # (B, K): the beam each extends, and with what
-        ends = torch.isin(token, eos) | (new_length == n)  # (B, K)
-        for b, row_ends in enumerate(ends.tolist()):
-            for rank in range(nb):  # only the first nb candidates may finish
-                if row_ends[rank] and not done[b]:
-                    tokens = torch.cat([seqs[b * nb + beam[b, rank], T:], token[b, rank, None]])
-                    score = top[b, rank].item() / new_length**cfg.length_penalty
-                    _add_hypothesis(finished[b], score, tokens, nb)
-        # The nb best candidates that did not end go on (-1e9 pushes ended ones last).
-        scores, pick = (top - 1e9 * ends.float()).topk(nb, dim=-1)  # (B, nb)
-        source = beam.gather(1, pick) + nb * torch.arange(B, device=idx.device)[:, None]
-        source = source.view(-1)  # (B*nb,) row of seqs that each new beam extends
-        seqs = torch.cat([seqs[source], token.gather(1, pick).view(-1, 1)], dim=1)
-        unseen = seqs[:, -1:]  # (B*nb, 1)
-        if cache is not None:
-            cache.reorder(source)  # each beam's keys and values follow it
-        if mask is not None:
-            mask = torch.cat([mask[source], mask.new_ones(B * nb, 1)], dim=1)
-        for b in range(B):
-            best_running = scores[b, 0].item() / new_length**cfg.length_penalty
-            full = len(finished[b]) == nb
-            done[b] = done[b] or (full and best_running <= finished[b][-1][0])
-        if all(done):
-            break
-    best = [hyps[0][1] for hyps in finished]
-    fill = cfg.pad_token_id if cfg.pad_token_id is not None else (int(eos[0]) if len(eos) else 0)
-    new = torch.full((B, max(len(t) for t in best)), fill, dtype=torch.long, device=idx.device)
-    for b, tokens in enumerate(best):
-        new[b, : len(tokens)] = tokens
-    return torch.cat([idx, new], dim=1)  # (B, T + new)
 
 
 # --------------------------------------------------------------------------------------------
