@@ -34,7 +34,7 @@ def _copy_of_the_data() -> Path | None:
 
 
 COPY = _copy_of_the_data()
-pytestmark = pytest.mark.skipif(COPY is None, reason="no copy of the data sets to serve")
+needs_copy = pytest.mark.skipif(COPY is None, reason="no copy of the data sets (`make data`)")
 CORRUPT = "sst2/dev.tsv"
 
 
@@ -89,6 +89,7 @@ def cached(cache: Path) -> list[str]:
     return sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file())
 
 
+@needs_copy
 def test_make_data_from_a_fork_then_the_offline_run(fork, serve, tmp_path, monkeypatch, capsys):
     # 1. A corrupted file on the server: rejected, named, not kept; the others are cached.
     monkeypatch.setenv("LMLIB_DATA_URL", serve(corrupted_mirror(tmp_path / "bad")))
