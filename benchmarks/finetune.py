@@ -24,8 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from lmlib.classifier_training import finetune_classifier, train_encoder_classifier  # noqa: E402
 from lmlib.data import load_sst2  # noqa: E402
-from lmlib.finetune import finetune_classifier, train_encoder_classifier  # noqa: E402
 from lmlib.pretrained import llama_from_smollm2, load_minilm, load_smollm2  # noqa: E402
 
 METHODS = ("lora", "adapter", "prompt", "full")

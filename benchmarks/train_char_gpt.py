@@ -55,11 +55,12 @@ import time
 
 import torch
 
+from lmlib.batches import estimate_loss
 from lmlib.data import load_tiny_shakespeare
 from lmlib.model import GPT, GPTConfig, count_parameters
 from lmlib.runtime import get_device, seed_everything
 from lmlib.tokenizers import CharTokenizer
-from lmlib.train import TrainConfig, Trainer, estimate_loss
+from lmlib.train import TrainConfig, Trainer
 
 TARGET_VAL_LOSS = 1.90
 

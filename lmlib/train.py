@@ -1,13 +1,9 @@
-"""Training a language model: batches, a learning-rate schedule, AdamW and the loop (Chapter 5).
+"""Training a language model: a run's config and the training loop (Chapter 5).
 
-Read top to bottom, each piece adds one idea:
+The loop puts together the batches of `lmlib.batches` and the AdamW and learning-rate
+schedule of `lmlib.optim`:
 
-- `get_batch`: random windows of a long token sequence; the targets are the inputs shifted
-  by one, so every position of every window is a next-token prediction.
-- `lr_at`: linear warm-up, then a cosine (or linear) decay to a floor.
-- `configure_optimizer`: AdamW, with weight decay on matrices and embeddings only.
-- `estimate_loss`: the mean loss over a fixed set of batches, so that two estimates differ
-  only because the model changed, not because the batches did.
+- `TrainConfig`: every number of a run, apart from the model and the data.
 - `Trainer`: the loop, with gradient accumulation, clipping, mixed precision on CUDA,
   periodic evaluation, a `History` to plot, and checkpoints that resume bit for bit. It
   trains on a token sequence, or on any loss a ``loss_fn`` computes: fine-tuning
@@ -28,9 +24,6 @@ True
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import math
 import os
 import warnings
 from collections.abc import Callable
@@ -40,7 +33,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from lmlib.runtime import eval_mode, get_device
+from lmlib.batches import check_tokens, estimate_loss, get_batch
+from lmlib.optim import configure_optimizer, lr_at
+from lmlib.runtime import get_device
 
 
 @dataclass
@@ -103,159 +98,6 @@ class TrainConfig:
     @property
     def decay_iters(self) -> int:
         return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
-
-
-def _check_data(data, block_size: int, name: str = "data") -> None:
-    if not isinstance(data, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a 1-D torch tensor of token ids, got {type(data).__name__}"
-        )
-    if data.dim() != 1:
-        raise ValueError(
-            f"{name} must be 1-D (one long token sequence), got shape {tuple(data.shape)}"
-        )
-    if data.dtype.is_floating_point or data.dtype.is_complex or data.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer token ids, got {data.dtype}")
-    if len(data) < block_size + 1:
-        raise ValueError(
-            f"{name} has {len(data)} tokens, fewer than block_size + 1 = "
-            f"{block_size + 1}: a window needs one more token for its last target"
-        )
-
-
-def get_batch(data, batch_size, block_size, generator=None, device=None):
-    """``batch_size`` random windows of ``data``: inputs x and targets y, both (B, T) long.
-
-    y is x shifted left by one (``y[b, t] = x[b, t + 1]``): at every position the target is
-    the token that comes next. The same ``generator`` state gives the same batch.
-
-    >>> data = torch.arange(10, 20)  # ten tokens: 3 + 1 fit from positions 0..6
-    >>> x, y = get_batch(data, 2, 3, torch.Generator().manual_seed(0))  # starts 4 and 3
-    >>> x
-    tensor([[14, 15, 16],
-            [13, 14, 15]])
-    >>> y  # each target is the token after its input
-    tensor([[15, 16, 17],
-            [14, 15, 16]])
-    """
-    _check_data(data, block_size)
-    # A window of block_size + 1 tokens must fit, so it may start at 0 .. len - block_size - 1.
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
-    # One gather for the whole batch, no Python loop: row b holds ix[b], ..., ix[b] + T.
-    offsets = torch.arange(block_size + 1)  # (T + 1,)
-    windows = data[(ix[:, None] + offsets).to(data.device)]  # (B, 1) + (T + 1,) -> (B, T + 1)
-    x = windows[:, :-1].long()  # (B, T) inputs
-    y = windows[:, 1:].long()  # (B, T) targets
-    if device is not None and torch.device(device).type == "cuda":
-        # Pinned host memory lets the copy overlap with the GPU's work on the previous step.
-        x, y = x.pin_memory(), y.pin_memory()
-    if device is not None:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-    return x, y
-
-
-def lr_at(it: int, cfg: TrainConfig) -> float:
-    """The learning rate for step ``it``: linear warm-up, cosine decay, then a floor.
-
-    Steps 0 .. warmup_iters - 1 climb linearly to the peak; from warmup_iters to
-    lr_decay_iters the rate follows half a cosine down to min_lr, and stays there. With
-    ``decay="linear"`` it follows a straight line instead (fine-tuning's schedule).
-
-    Worked example, peak 1.0, floor 0.1, 4 warm-up steps, decay until step 14: the warm-up
-    gives 1/4, 2/4, 3/4, 4/4; halfway down (step 9) the cosine factor is 0.5, so
-    0.1 + 0.5 * (1.0 - 0.1) = 0.55. Linear, from 1.0 to 0 over 4 steps: 1, 3/4, 2/4, 1/4.
-
-    >>> cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=4, lr_decay_iters=14)
-    >>> [round(lr_at(it, cfg), 4) for it in (0, 1, 3, 4, 9, 14, 100)]
-    [0.25, 0.5, 1.0, 1.0, 0.55, 0.1, 0.1]
-    >>> cfg = TrainConfig(max_iters=4, learning_rate=1.0, min_lr=0.0, warmup_iters=0,
-    ...                   decay="linear")
-    >>> [lr_at(it, cfg) for it in range(4)]
-    [1.0, 0.75, 0.5, 0.25]
-    """
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / cfg.warmup_iters  # it + 1: step 0 is not wasted
-    if it >= cfg.decay_iters:
-        return cfg.min_lr
-    progress = (it - cfg.warmup_iters) / (cfg.decay_iters - cfg.warmup_iters)  # 0 -> 1
-    if cfg.decay == "linear":
-        coeff = 1.0 - progress  # 1 -> 0
-    else:
-        coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
-    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
-
-
-def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with two parameter groups: weight decay on tensors of 2 or more dimensions only.
-
-    Decay pulls weights towards zero. That suits matrices and embeddings, where it keeps
-    individual weights from growing large, but not biases (shifts) or norm gains (which
-    start at one on purpose). ``named_parameters`` yields a tied weight (GPT's embedding
-    and lm_head) once, so it is neither decayed twice nor updated twice.
-
-    With the tiny GPT of `lmlib.model.count_parameters` (324 parameters): wte 40, wpe 32,
-    c_attn 48, attn.c_proj 16, c_fc 64 and mlp.c_proj 64 decay (264); the four biases
-    (12 + 4 + 16 + 4) and the three LayerNorms (3 * 8) do not (60).
-
-    >>> from lmlib.model import GPT, GPTConfig
-    >>> model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layers=1, n_heads=1, d_model=4))
-    >>> opt = configure_optimizer(model, TrainConfig())
-    >>> [(g["weight_decay"], sum(p.numel() for p in g["params"])) for g in opt.param_groups]
-    [(0.1, 264), (0.0, 60)]
-    """
-    params = [p for p in model.parameters() if p.requires_grad]  # each tied tensor once
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    # The fused kernel updates every tensor in one pass; where it is missing, "foreach"
-    # still batches the tensors instead of looping over them in Python.
-    device = params[0].device.type if params else "cpu"
-    fused = (
-        device in ("cuda", "cpu") and "fused" in inspect.signature(torch.optim.AdamW).parameters
-    )
-    kind = {"fused": True} if fused else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=cfg.betas, **kind)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-@torch.no_grad()
-def estimate_loss(model, splits, eval_iters, batch_size, block_size, seed=0, amp_dtype=None):
-    """Mean loss over ``eval_iters`` batches of each split: ``{"train": ..., "val": ...}``.
-
-    Each split gets a fresh generator seeded with ``seed``, so every call sees the same
-    batches and two estimates differ only because the model did. The model runs in eval
-    mode (no dropout) without gradients, and is put back in the mode it was in.
-
-    A model whose logits are all zero predicts the uniform distribution, so its loss is
-    ln V exactly; for V = 4 that is ln 4 = 1.3863.
-
-    >>> from lmlib.model import GPT, GPTConfig
-    >>> model = GPT(GPTConfig(block_size=4, vocab_size=4, n_layers=1, n_heads=1, d_model=8))
-    >>> _ = nn.init.zeros_(model.lm_head.weight)  # logits = features @ 0 = 0
-    >>> splits = {"train": torch.tensor([0, 1, 2, 3] * 3), "val": torch.tensor([3, 2, 1, 0] * 2)}
-    >>> {k: round(v, 4) for k, v in estimate_loss(model, splits, 2, 2, 4).items()}
-    {'train': 1.3863, 'val': 1.3863}
-    """
-    if eval_iters < 1:
-        raise ValueError(f"eval_iters must be at least 1, got {eval_iters}")
-    device = next(model.parameters()).device
-    losses = {}
-    with eval_mode(model):
-        for name, data in splits.items():
-            generator = torch.Generator().manual_seed(seed)
-            total = torch.zeros((), device=device)
-            for _ in range(eval_iters):
-                x, y = get_batch(data, batch_size, block_size, generator, device)
-                with _autocast(device, amp_dtype):
-                    total += model(x, y).loss.float()
-            losses[name] = total.item() / eval_iters  # one sync per split, not per batch
-    return losses
 
 
 @dataclass
@@ -325,7 +167,7 @@ class Trainer:
         splits = {"train": train_data, "val": val_data}
         self.splits = {name: data for name, data in splits.items() if data is not None}
         for name, data in self.splits.items():
-            _check_data(data, cfg.block_size, f"{name}_data")
+            check_tokens(data, cfg.block_size, f"{name}_data")
         model_block = getattr(getattr(model, "config", None), "block_size", None)
         if self.splits and model_block is not None and cfg.block_size > model_block:
             raise ValueError(
@@ -384,7 +226,8 @@ class Trainer:
             group["lr"] = lr
         total = torch.zeros((), device=self.device)
         for _ in range(cfg.grad_accum_steps):
-            with _autocast(self.device, self.amp_dtype):
+            amp = self.amp_dtype is not None  # mixed precision (CUDA only; see _amp_dtype)
+            with torch.autocast(self.device.type, self.amp_dtype, enabled=amp):
                 # Gradients add up over backward calls; dividing each loss by the number of
                 # micro-batches makes the sum a mean, as for one batch of the combined size.
                 loss = self.loss_fn(self.step_model, self.generator) / cfg.grad_accum_steps

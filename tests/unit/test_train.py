@@ -1,5 +1,5 @@
-"""The trainer: schedule, optimizer groups, batches, accumulation, resuming, and bad input;
-and the same loop on any loss (``loss_fn``), which fine-tuning uses.
+"""The trainer: accumulation, history, resuming, mixed precision and bad input; and the same
+loop on any loss (``loss_fn``), which fine-tuning uses.
 
 Every model here is a tiny GPT (d_model 16, one or two layers) so the whole file runs in
 seconds on a CPU; the real run, Tiny Shakespeare to val loss <= 1.90, is
@@ -12,17 +12,11 @@ import math
 import pytest
 import torch
 
-from lmlib.model import GPT, GPTConfig, Llama, LlamaConfig
+from lmlib.batches import estimate_loss, get_batch
+from lmlib.model import GPT, GPTConfig
+from lmlib.optim import lr_at
 from lmlib.tokenizers import CharTokenizer
-from lmlib.train import (
-    History,
-    TrainConfig,
-    Trainer,
-    configure_optimizer,
-    estimate_loss,
-    get_batch,
-    lr_at,
-)
+from lmlib.train import History, TrainConfig, Trainer
 
 V, T = 8, 8
 
@@ -53,141 +47,6 @@ def tiny_cfg(**overrides):
 
 def token_data(n=300, seed=0):
     return torch.randint(V, (n,), generator=torch.Generator().manual_seed(seed))
-
-
-# --- lr_at ------------------------------------------------------------------------------------
-
-
-def test_schedule_warms_up_linearly_then_decays_by_cosine_to_the_floor():
-    cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110)
-    assert lr_at(0, cfg) == pytest.approx(0.1)  # 1/10 of the peak: step 0 already learns
-    assert lr_at(4, cfg) == pytest.approx(0.5)
-    assert lr_at(9, cfg) == pytest.approx(1.0)  # the last warm-up step reaches the peak
-    assert lr_at(10, cfg) == pytest.approx(1.0)  # the cosine starts at its top
-    assert lr_at(60, cfg) == pytest.approx(0.55)  # halfway: (1.0 + 0.1) / 2
-    assert lr_at(35, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
-    assert lr_at(110, cfg) == lr_at(10_000, cfg) == 0.1  # the floor, and it stays
-    decay = [lr_at(it, cfg) for it in range(10, 111)]
-    assert all(a >= b for a, b in zip(decay, decay[1:]))
-
-
-def test_linear_decay_is_a_straight_line_to_the_floor():
-    cfg = TrainConfig(max_iters=10, learning_rate=1.0, min_lr=0.2, warmup_iters=2,
-                      decay="linear")  # fmt: skip
-    assert [lr_at(it, cfg) for it in (0, 1)] == [0.5, 1.0]  # the same warm-up
-    assert [lr_at(it, cfg) for it in range(2, 11)] == pytest.approx(
-        [1.0 - 0.8 * k / 8 for k in range(9)])  # fmt: skip
-    # Fine-tuning's schedule: from lr to zero, exactly lr * (1 - step / steps) at each step.
-    cfg = TrainConfig(max_iters=7, learning_rate=3e-2, min_lr=0.0, warmup_iters=0,
-                      decay="linear")  # fmt: skip
-    assert [lr_at(it, cfg) for it in range(7)] == [3e-2 * (1 - it / 7) for it in range(7)]
-
-
-def test_schedule_without_warmup_and_with_the_default_decay_end():
-    cfg = TrainConfig(max_iters=100, learning_rate=1.0, min_lr=0.0, warmup_iters=0)
-    assert cfg.decay_iters == 100  # lr_decay_iters=None: decay over the whole run
-    assert lr_at(0, cfg) == 1.0
-    assert lr_at(50, cfg) == pytest.approx(0.5)
-    assert lr_at(100, cfg) == 0.0
-
-
-# --- configure_optimizer ----------------------------------------------------------------------
-
-
-def decay_names(model, opt):
-    names = {id(p): n for n, p in model.named_parameters()}
-    return {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in opt.param_groups}
-
-
-def test_weight_decay_only_on_matrices_and_embeddings_and_tied_weights_once():
-    model = tiny_gpt()
-    groups = decay_names(model, configure_optimizer(model, TrainConfig(weight_decay=0.1)))
-    block = "transformer.h.0."
-    assert groups[0.1] == {"transformer.wte.weight", "transformer.wpe.weight",
-                           block + "attn.c_attn.weight", block + "attn.c_proj.weight",
-                           block + "mlp.c_fc.weight", block + "mlp.c_proj.weight"}  # fmt: skip
-    assert all(n.endswith(".bias") or ".ln_" in n for n in groups[0.0])
-    assert len(groups[0.0]) == 10  # 4 Linear biases + 3 LayerNorms * (weight, bias)
-    # lm_head is wte: one tensor, in one group once, so it is decayed and updated once.
-    assert model.lm_head.weight is model.transformer.wte.weight
-    opt = configure_optimizer(model, TrainConfig())
-    in_groups = [p for g in opt.param_groups for p in g["params"]]
-    assert len(in_groups) == len({id(p) for p in in_groups}) == len(list(model.parameters()))
-
-
-def test_llama_norm_gains_are_not_decayed():
-    model = Llama(LlamaConfig(vocab_size=V, block_size=T, n_layers=1, n_heads=2, n_kv_heads=1,
-                              d_model=16, hidden=32))  # fmt: skip
-    groups = decay_names(model, configure_optimizer(model, TrainConfig()))
-    assert groups[0.0] == {"blocks.0.ln_1.weight", "blocks.0.ln_2.weight", "norm.weight"}
-    assert "embed.weight" in groups[0.1] and "blocks.0.mlp.up_proj.weight" in groups[0.1]
-
-
-def test_frozen_parameters_are_left_out():
-    model = tiny_gpt()
-    model.transformer.wpe.weight.requires_grad_(False)
-    groups = decay_names(model, configure_optimizer(model, TrainConfig()))
-    assert "transformer.wpe.weight" not in groups[0.1] | groups[0.0]
-
-
-# --- get_batch --------------------------------------------------------------------------------
-
-
-def test_get_batch_windows_are_shifted_by_one_and_reproducible():
-    data = torch.arange(100, 200)
-    x, y = get_batch(data, 5, 7, torch.Generator().manual_seed(3))
-    assert x.shape == y.shape == (5, 7) and x.dtype == y.dtype == torch.long
-    assert torch.equal(y[:, :-1], x[:, 1:])  # the same window, one step later
-    for row_x, row_y in zip(x, y):  # each row is a contiguous slice of data
-        start = int(row_x[0]) - 100
-        assert torch.equal(row_x, data[start : start + 7])
-        assert torch.equal(row_y, data[start + 1 : start + 8])
-    again = get_batch(data, 5, 7, torch.Generator().manual_seed(3))
-    other = get_batch(data, 5, 7, torch.Generator().manual_seed(4))
-    assert torch.equal(x, again[0]) and torch.equal(y, again[1])
-    assert not torch.equal(x, other[0])
-
-
-def test_get_batch_reaches_the_last_token_and_accepts_small_integer_dtypes():
-    data = torch.arange(5, dtype=torch.uint8)  # exactly block_size + 1 tokens: one window
-    x, y = get_batch(data, 3, 4, torch.Generator().manual_seed(0))
-    assert x.dtype == torch.long
-    assert x.tolist() == [[0, 1, 2, 3]] * 3 and y.tolist() == [[1, 2, 3, 4]] * 3
-
-
-@pytest.mark.parametrize(
-    "data, error, match",
-    [
-        (torch.arange(10.0), TypeError, "integer token ids"),
-        (torch.arange(10) > 3, TypeError, "integer token ids"),
-        (torch.arange(20).view(4, 5), ValueError, "1-D"),
-        (list(range(20)), TypeError, "torch tensor"),
-        (torch.arange(8), ValueError, "8 tokens, fewer than block_size \\+ 1 = 9"),
-    ],
-)
-def test_get_batch_rejects_bad_data(data, error, match):
-    with pytest.raises(error, match=match):
-        get_batch(data, 2, 8)
-
-
-# --- estimate_loss ----------------------------------------------------------------------------
-
-
-def test_estimate_loss_is_repeatable_in_eval_mode_and_restores_the_mode():
-    model = tiny_gpt(dropout=0.5)  # dropout would make a train-mode estimate random
-    splits = {"train": token_data(seed=1), "val": token_data(seed=2)}
-    first = estimate_loss(model, splits, eval_iters=3, batch_size=4, block_size=T)
-    assert first == estimate_loss(model, splits, eval_iters=3, batch_size=4, block_size=T)
-    assert set(first) == {"train", "val"} and first["train"] != first["val"]
-    assert model.training  # back in train mode
-    model.eval()
-    estimate_loss(model, splits, 1, 2, T)
-    assert not model.training  # and an eval-mode model stays in eval mode
-    # The same number by hand: the mean of the per-batch losses over the same batches.
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        by_hand = [model(*get_batch(splits["val"], 4, T, g)).loss.item() for _ in range(3)]
-    assert first["val"] == pytest.approx(sum(by_hand) / 3, rel=1e-6)
 
 
 # --- Trainer ----------------------------------------------------------------------------------
