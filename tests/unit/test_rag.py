@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -51,7 +52,7 @@ def test_book_passages_name_sources_by_stem_or_by_path_under_root(tmp_path):
         book_passages([])
 
 
-TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=40)  # any text, "\n" too
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)  # any text, "\n" too
 
 
 @given(st.lists(st.tuples(TEXT, TEXT, TEXT), min_size=1, max_size=5))
@@ -61,7 +62,7 @@ def test_save_then_load_round_trips(fields):
     passages = [Passage(f"s#{i}", "s", title, text) for i, (_, title, text) in enumerate(fields)]
     with tempfile.TemporaryDirectory() as folder:
         save_passages(passages, f"{folder}/p.jsonl")
-        lines = open(f"{folder}/p.jsonl", encoding="utf-8").read().split("\n")
+        lines = Path(folder, "p.jsonl").read_text(encoding="utf-8").split("\n")
         assert load_passages(f"{folder}/p.jsonl") == passages
     assert len(lines) == len(passages) + 1 and lines[-1] == ""  # one line each, final newline
 
