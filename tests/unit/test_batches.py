@@ -11,13 +11,6 @@ from lmlib.model import GPT, GPTConfig
 V, T = 8, 8
 
 
-def tiny_gpt(seed=0, dropout=0.0, n_layers=1):
-    torch.manual_seed(seed)
-    cfg = GPTConfig(block_size=T, vocab_size=V, n_layers=n_layers, n_heads=2, d_model=16,
-                    dropout=dropout)  # fmt: skip
-    return GPT(cfg)
-
-
 def token_data(n=300, seed=0):
     return torch.randint(V, (n,), generator=torch.Generator().manual_seed(seed))
 
@@ -60,7 +53,9 @@ def test_get_batch_rejects_bad_data(data, error, match):
 
 
 def test_estimate_loss_is_repeatable_in_eval_mode_and_restores_the_mode():
-    model = tiny_gpt(dropout=0.5)  # dropout would make a train-mode estimate random
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=T, vocab_size=V, n_layers=1, n_heads=2, d_model=16, dropout=0.5)
+    model = GPT(config)  # dropout would make a train-mode estimate random
     splits = {"train": token_data(seed=1), "val": token_data(seed=2)}
     first = estimate_loss(model, splits, eval_iters=3, batch_size=4, block_size=T)
     assert first == estimate_loss(model, splits, eval_iters=3, batch_size=4, block_size=T)

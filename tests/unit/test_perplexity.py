@@ -12,16 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lmlib.model import GPT, GPTConfig
 from lmlib.perplexity import logits_of, sliding_window_perplexity
 
-V = 11
-
-
-def tiny_gpt(block_size=32):
-    torch.manual_seed(0)
-    cfg = GPTConfig(block_size=block_size, vocab_size=V, n_layers=2, n_heads=2, d_model=16)
-    return GPT(cfg).eval()
+V = 11  # ConstantLogits' vocabulary; the tiny_gpt fixture (conftest) has its own
 
 
 class ConstantLogits(nn.Module):
@@ -47,8 +40,8 @@ def test_uniform_model_has_perplexity_v():
 
 
 @torch.no_grad()
-def test_one_window_is_exp_of_the_mean_cross_entropy():
-    model = tiny_gpt()
+def test_one_window_is_exp_of_the_mean_cross_entropy(tiny_gpt):
+    model = tiny_gpt
     ids = torch.randint(0, V, (30,), generator=torch.Generator().manual_seed(1))
     want = direct_perplexity(model, ids)
     assert sliding_window_perplexity(model, ids, window=32) == pytest.approx(want, rel=1e-6)
@@ -57,8 +50,8 @@ def test_one_window_is_exp_of_the_mean_cross_entropy():
 
 @torch.no_grad()
 @pytest.mark.parametrize("window, stride", [(8, 1), (8, 3), (8, 8), (5, 2)])
-def test_each_token_is_scored_once_from_the_window_before_its_block(window, stride):
-    model = tiny_gpt()
+def test_each_token_is_scored_once_from_the_window_before_its_block(tiny_gpt, window, stride):
+    model = tiny_gpt
     ids = torch.randint(0, V, (40,), generator=torch.Generator().manual_seed(2))
     nll = 0.0
     for t0 in range(1, len(ids), stride):  # brute force: one block at a time
@@ -106,10 +99,11 @@ def test_perplexity_rejects_bad_input(ids, window, stride, match):
         sliding_window_perplexity(ConstantLogits(), ids, window, stride)
 
 
-def test_logits_of_reads_any_output():
+def test_logits_of_reads_any_output(tiny_gpt):
     logits = torch.randn(1, 2, V)
     assert logits_of(logits) is logits
-    assert logits_of(tiny_gpt()(torch.tensor([[1, 2]]))).shape == (1, 2, V)
+    output = tiny_gpt(torch.tensor([[1, 2]]))
+    assert logits_of(output) is output.logits
 
 
 @pytest.mark.slow

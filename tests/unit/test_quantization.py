@@ -6,7 +6,6 @@ wrong call must raise. One slow test quantizes the real SmolLM2.
 """
 
 import copy
-import math
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmlib.model import GPT, GPTConfig, Llama, LlamaConfig
+from lmlib.model import Llama, LlamaConfig
 from lmlib.perplexity import sliding_window_perplexity
 from lmlib.quantization import (
     Int8Linear,
@@ -28,12 +27,6 @@ from lmlib.quantization import (
 )
 
 V = 11
-
-
-def tiny_gpt(block_size=32):
-    torch.manual_seed(0)
-    cfg = GPTConfig(block_size=block_size, vocab_size=V, n_layers=2, n_heads=2, d_model=16)
-    return GPT(cfg).eval()
 
 
 def test_quantize_hand_checked_and_matches_torch_fake_quantization():
@@ -175,8 +168,8 @@ def test_time_forward_is_positive_and_calls_the_model():
     assert len(calls) == 4  # one warm-up call, three timed
 
 
-def test_model_bytes_counts_a_tied_weight_once():
-    model = tiny_gpt()
+def test_model_bytes_counts_a_tied_weight_once(tiny_gpt):
+    model = tiny_gpt
     assert model.lm_head.weight is model.transformer.wte.weight
     n_unique = sum(p.numel() for p in model.parameters())  # parameters() skips the tie
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
@@ -202,17 +195,16 @@ def test_quantize_linears_counts_and_skips_by_whole_dotted_names():
 
 @pytest.mark.slow
 @torch.no_grad()
-def test_smollm2_int8_cost():
+def test_smollm2_int8_weights_take_under_half_the_memory_and_keep_the_perplexity():
     from lmlib.pretrained import load_smollm2
 
-    hf, tok = load_smollm2()
-    text = "The capital of France is Paris. It is known for the Eiffel Tower and the Louvre."
-    ids = tok(text, return_tensors="pt").input_ids[0]
-    want = math.exp(hf(ids[None], labels=ids[None]).loss.item())
-    assert model_bytes(hf) == pytest.approx(134_515_008 * 4, rel=1e-3)
-    q = copy.deepcopy(hf)
-    assert quantize_linears(q) == 30 * 7
-    ratio = sliding_window_perplexity(q, ids, window=len(ids)) / want
-    print(f"perplexity {want:.2f}, int8 weights: x{ratio:.3f}; {model_bytes(q) / 1e6:.0f} MB")
-    assert 0.9 < ratio < 1.1
-    assert model_bytes(q) < 0.45 * model_bytes(hf)
+    model, tok = load_smollm2()
+    assert model_bytes(model) == pytest.approx(134_515_008 * 4, rel=1e-3)
+    int8 = copy.deepcopy(model)
+    assert quantize_linears(int8) == 30 * 7  # q, k, v, o, gate, up, down in 30 blocks
+    assert model_bytes(int8) < 0.45 * model_bytes(model)
+    ids = tok("The capital of France is Paris. It is known for the Eiffel Tower and the "
+              "Louvre.", return_tensors="pt").input_ids[0]  # fmt: skip
+    before, after = (sliding_window_perplexity(m, ids, len(ids)) for m in (model, int8))
+    print(f"perplexity {before:.2f}, int8 weights: x{after / before:.3f}")
+    assert 0.9 < after / before < 1.1
