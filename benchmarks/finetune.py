@@ -21,6 +21,7 @@ import random
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LMLIB_OFFLINE", "1")
 
 import torch  # noqa: E402
 

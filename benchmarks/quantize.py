@@ -31,6 +31,7 @@ import os
 import platform
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LMLIB_OFFLINE", "1")
 
 import torch  # noqa: E402
 

@@ -1,10 +1,10 @@
 """SHA-256 of every data file the book uses, keyed by path relative to the data folder.
 
-Plain data, generated once from ``SHA256SUMS`` in the offline copy of the data sets
-(``../shared/data`` next to the repository; its README names each file's public home).
-Those sums were computed from the files as published upstream, so the same table checks a
-fresh download, a cached copy and the offline copy alike; ``lmlib.data`` uses it for all
-three. Check a folder by hand with ``sha256sum -c SHA256SUMS``.
+Plain data, written by ``python -m booktools.checksums FOLDER`` from ``SHA256SUMS`` in a
+folder holding the files (its README names each file's public home). Those sums were
+computed from the files as published upstream, so the same table checks a fresh download, a
+cached copy and a folder of copies alike; ``lmlib.data`` uses it for all three. Check a
+folder by hand with ``sha256sum -c SHA256SUMS``.
 
 Example: ``SHA256["tinyshakespeare/input.txt"]`` is
 ``"86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"``.
