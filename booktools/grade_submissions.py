@@ -4,14 +4,19 @@
         print the Colab link of every assignment's student notebook, built from
         _config.yml (repository.url, branch, path_to_book) as the book's launch buttons are.
 
-    python -m booktools.grade_submissions handout --out term/ [NAME ...]
-        otter assign every assignment into assignments/<name>/dist/, require the committed
-        student/ folders (what the Colab links open) to equal that build, and write:
+    python -m booktools.grade_submissions handout --out term/ [NAME ...] [--force]
+        otter assign every assignment (or the NAMEd ones) into assignments/<name>/dist/,
+        require the committed student/ folders (what the Colab links open) to equal that
+        build, and write:
           term/student/<name>.zip         <name>/: the student notebook and its public tests/
-          term/student/all_assignments.zip  all of them, a folder each
+          term/student/all_assignments.zip  every assignment in term/, a folder each
           term/autograder/<name>.zip      the autograder: keep it to regrade with the same tests
           term/solutions/<name>.ipynb     the solutions, for the instructor only
-          term/links.md, term/links.csv   the Colab links
+          term/links.md, term/links.csv   the Colab links of every assignment in term/
+        Into an earlier handout's folder it adds or replaces only the assignments built, and
+        deletes nothing. It refuses to rebuild an autograder that has graded submissions
+        (term/autograder/<name>.graded.csv, written by grade) unless --force, which moves the
+        old zip and its record to term/autograder/replaced/.
 
     python -m booktools.grade_submissions grade NAME SUBMISSIONS --out scores.csv
         `otter run` every submission in the folder SUBMISSIONS (alice.ipynb, or a folder
@@ -22,6 +27,7 @@
         student a row marked "error", never the run. The autograder is
         assignments/<name>/dist/autograder/*.zip, built first when missing or older than
         the master notebook, or the zip given with --autograder (e.g. term/autograder/...).
+        Each run that graded submissions adds a row to <zip name>.graded.csv next to the zip.
 
 `otter run` executes each submission as you, on this machine: run it in a throwaway
 account, container or VM when the code comes from people you do not know.
@@ -50,6 +56,8 @@ from booktools import assignments, sync_setup_cells  # the setup cells the links
 from booktools.book import ROOT, config
 
 OK = "ok"
+LINKS_HEADER = ["assignment", "notebook", "colab_url"]  # links.csv: what a term folder holds
+RECORD_HEADER = ["graded_at", "submissions", "scores", "students", "not_graded"]
 
 # ---------------------------------------------------------------- links and handout
 
@@ -57,6 +65,11 @@ OK = "ok"
 def student_notebook(master: Path) -> Path:
     """The committed student copy of a master notebook: what students open."""
     return master.parent / "student" / master.name
+
+
+def dist_folder(master: Path) -> Path:
+    """Where otter assign writes an assignment: assignments/<name>/dist/ (not committed)."""
+    return master.parent / "dist"
 
 
 def colab_url(path: Path) -> str:
@@ -74,14 +87,18 @@ def colab_url(path: Path) -> str:
     return f"{colab.rstrip('/')}/github/{github}/blob/{branch}/{in_repo.as_posix()}"
 
 
-def links_table(masters: list[Path]) -> str:
-    """A Markdown table: assignment, student notebook, Colab link."""
-    rows = ["| Assignment | Student notebook | Colab |", "| --- | --- | --- |"]
-    for master in masters:
-        nb = student_notebook(master)
-        rel = nb.relative_to(ROOT).as_posix()
-        rows.append(f"| {master.stem} | `{rel}` | [Open in Colab]({colab_url(nb)}) |")
-    return "\n".join(rows) + "\n"
+def link_row(master: Path) -> list[str]:
+    """A row of links.csv: the assignment, its student notebook and its Colab link."""
+    nb = student_notebook(master)
+    return [master.stem, nb.relative_to(ROOT).as_posix(), colab_url(nb)]
+
+
+def links_table(rows: list[list[str]]) -> str:
+    """A Markdown table of links.csv's rows: assignment, student notebook, Colab link."""
+    lines = ["| Assignment | Student notebook | Colab |", "| --- | --- | --- |"]
+    for name, notebook, url in rows:
+        lines.append(f"| {name} | `{notebook}` | [Open in Colab]({url}) |")
+    return "\n".join(lines) + "\n"
 
 
 def zip_folder(folder: Path, zip_path: Path, prefix: str = "") -> None:
@@ -95,21 +112,87 @@ def zip_folder(folder: Path, zip_path: Path, prefix: str = "") -> None:
                 zf.write(path, f"{prefix}{rel.as_posix()}")
 
 
-def handout(masters: list[Path], out: Path) -> list[str]:
-    """Build every assignment and write the term's folder; return the problems found.
+def graded_record(autograder_zip: Path) -> Path:
+    """Where grade records its runs with a zip: term/autograder/<name>.graded.csv."""
+    return autograder_zip.with_name(f"{autograder_zip.stem}.graded.csv")
 
-    Nothing is written to OUT unless every assignment is ready: its Colab setup cell is
-    current and its committed student/ folder equals the fresh build, so the zip students
-    download and the notebook the Colab link opens are the same file.
+
+def earlier_links(out: Path) -> dict[str, list[str]]:
+    """The assignments an earlier handout wrote into OUT: links.csv's rows, by name."""
+    path = out / "links.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0] != LINKS_HEADER or any(len(row) != 3 for row in rows[1:]):
+        raise SystemExit(
+            f"{path} is not a handout's list of links (columns {', '.join(LINKS_HEADER)}): "
+            "restore it from a backup, or hand out into a new folder"
+        )
+    return {row[0]: row for row in rows[1:]}
+
+
+def merge_zips(zips: list[Path], out: Path) -> None:
+    """Copy every entry of ZIPS, in order, into the new zip OUT, dates and bytes unchanged."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dest:
+        for path in zips:
+            with zipfile.ZipFile(path) as src:
+                for info in src.infolist():
+                    dest.writestr(info, src.read(info))
+
+
+def set_aside(autograder_zip: Path) -> Path:
+    """Move a graded autograder and its record to replaced/<name>-<when>.zip; return it.
+
+    The scores it gave can then still be checked, or regraded, with the same tests.
     """
+    folder = autograder_zip.parent / "replaced"
+    folder.mkdir(exist_ok=True)
+    stem = f"{autograder_zip.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest, k = folder / f"{stem}.zip", 2
+    while dest.exists() or graded_record(dest).exists():  # twice in one second
+        dest, k = folder / f"{stem}-{k}.zip", k + 1
+    for src, to in [(autograder_zip, dest), (graded_record(autograder_zip), graded_record(dest))]:
+        if src.exists():
+            src.replace(to)
+    return dest
+
+
+def handout(masters: list[Path], out: Path, force: bool = False) -> list[str]:
+    """Build assignments into the term folder OUT; return the problems found.
+
+    OUT is a new folder or an earlier handout's: the assignments built are added to it or
+    replace their own files in it, and nothing else in it changes but all_assignments.zip
+    and the links, which list every assignment OUT holds. Nothing is written unless every
+    assignment is ready: its Colab setup cell is current and its committed student/ folder
+    equals the fresh build, so the zip students download and the notebook the Colab link
+    opens are the same file. An autograder in OUT that has graded submissions (grade
+    recorded it) is rebuilt only with FORCE, and then kept in autograder/replaced/.
+    """
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"{out} is a file: --out takes the term's folder")
     if out.exists() and any(out.iterdir()) and not (out / "links.csv").is_file():
         raise SystemExit(f"{out} is not empty and holds no earlier handout: choose a new folder")
+    masters = list(dict.fromkeys(masters))  # a name given twice is built once
+    links = earlier_links(out)
+    graded = [
+        m.stem for m in masters if graded_record(out / "autograder" / f"{m.stem}.zip").exists()
+    ]
+    if graded and not force:  # checked first: refusing costs no build
+        return [
+            f"{name}: {out / 'autograder' / name}.zip has graded submissions (see "
+            f"{graded_record(out / 'autograder' / f'{name}.zip')}); a rebuild could change "
+            "the tests behind those scores. Leave it out (name the assignments to build "
+            "after `handout`), or add --force to rebuild it: the old zip and its record "
+            f"then move to {out / 'autograder' / 'replaced'}/"
+            for name in graded
+        ]
     problems, built = [], []
     for master in masters:
         start = time.perf_counter()
         if not sync_setup_cells.sync(master, check=True):
             problems.append(f"{master.stem}: stale Colab setup cell: run `make sync`")
-        dist = master.parent / "dist"
+        dist = dist_folder(master)
         try:
             autograder = assignments.assign(master, dist)  # also runs the solutions' tests
         except RuntimeError as e:
@@ -126,23 +209,41 @@ def handout(masters: list[Path], out: Path) -> list[str]:
     if problems:
         return problems
 
-    shutil.rmtree(out, ignore_errors=True)  # an earlier handout: checked above
-    for master, dist, autograder in built:
-        name = master.stem
-        # a folder per assignment inside: unzipping never mixes two assignments' tests/
-        zip_folder(dist / "student", out / "student" / f"{name}.zip", f"{name}/")
-        zip_folder(dist / "student", out / "student" / "all_assignments.zip", f"{name}/")
-        (out / "autograder").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(autograder, out / "autograder" / f"{name}.zip")
-        (out / "solutions").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(dist / "autograder" / master.name, out / "solutions" / master.name)
-    (out / "links.md").write_text(links_table([m for m, _, _ in built]), encoding="utf-8")
-    with open(out / "links.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["assignment", "notebook", "colab_url"])
-        for master, _, _ in built:
-            nb = student_notebook(master)
-            writer.writerow([master.stem, nb.relative_to(ROOT).as_posix(), colab_url(nb)])
+    # Everything is written into a folder inside OUT first, then moved into place file by
+    # file: an error on the way leaves each file whole, the old one or the new one.
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".handout-", dir=out))
+    try:
+        for master, dist, autograder in built:
+            name = master.stem
+            # a folder per assignment inside: unzipping never mixes two assignments' tests/
+            zip_folder(dist / "student", stage / "student" / f"{name}.zip", f"{name}/")
+            (stage / "autograder").mkdir(exist_ok=True)
+            shutil.copy2(autograder, stage / "autograder" / f"{name}.zip")
+            (stage / "solutions").mkdir(exist_ok=True)
+            shutil.copy2(dist / "autograder" / master.name, stage / "solutions" / master.name)
+            links[name] = link_row(master)
+        rows = [links[name] for name in sorted(links, key=natural_key)]
+        zips = []
+        for name, _, _ in rows:
+            new, old = stage / "student" / f"{name}.zip", out / "student" / f"{name}.zip"
+            if new.is_file() or old.is_file():
+                zips.append(new if new.is_file() else old)
+            else:
+                print(f"{name}: no {old}: left out of all_assignments.zip", file=sys.stderr)
+        merge_zips(zips, stage / "student" / "all_assignments.zip")
+        (stage / "links.md").write_text(links_table(rows), encoding="utf-8")
+        with open(stage / "links.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([LINKS_HEADER, *rows])
+        for name in graded:  # only with force
+            kept = set_aside(out / "autograder" / f"{name}.zip")
+            print(f"{name}: the autograder that graded submissions is now {kept}")
+        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+            dest = out / path.relative_to(stage)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return []
 
 
@@ -401,10 +502,26 @@ def write_csv(path: Path, maxima: dict[str, float | None], results: list[Result]
             writer.writerow([r.student, *cells, f"{r.total:g}", f"{max_total:g}", r.status])
 
 
+def record_grading(
+    autograder_zip: Path, submissions: Path, scores: Path, results: list[Result]
+) -> Path:
+    """Add a row for this run to the zip's record (<name>.graded.csv): handout keeps it."""
+    record = graded_record(autograder_zip)
+    new = not record.exists()
+    with open(record, "a", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(RECORD_HEADER)
+        errors = sum(r.status != OK for r in results)
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        writer.writerow([when, submissions.resolve(), scores.resolve(), len(results), errors])
+    return record
+
+
 def autograder_for(name: str, rebuild: bool = False) -> Path:
     """assignments/<name>/dist/autograder/*.zip, built (otter assign) if missing or stale."""
     (master,) = assignments.find_masters([name])
-    dist = master.parent / "dist"
+    dist = dist_folder(master)
     zips = sorted((dist / "autograder").glob("*.zip"))
     if zips and not rebuild and zips[-1].stat().st_mtime >= master.stat().st_mtime:
         return zips[-1]
@@ -424,7 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("handout", help="build everything a term needs into one folder")
     p.add_argument("names", nargs="*", metavar="NAME", help="assignment names (default all)")
     p.add_argument(
-        "--out", type=Path, required=True, help="new folder, or an earlier handout's (replaced)"
+        "--out", type=Path, required=True, help="new folder, or an earlier handout's (added to)"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild an autograder in --out that graded submissions (kept in replaced/)",
     )
     p = sub.add_parser("grade", help="grade a folder of submissions into one CSV")
     p.add_argument("name", metavar="NAME", help="the assignment, e.g. ch01_background")
@@ -438,15 +560,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "links":
-        print(links_table(assignments.find_masters()), end="")
+        print(links_table([link_row(m) for m in assignments.find_masters()]), end="")
         return 0
     if args.command == "handout":
         masters = assignments.find_masters(args.names)
-        problems = handout(masters, args.out)
+        problems = handout(masters, args.out, args.force)
         for problem in problems:
             print(problem, file=sys.stderr)
         if not problems:
-            print(f"wrote {args.out}/ for {len(masters)} assignments:")
+            print(f"wrote {len(set(masters))} assignments into {args.out}/, which holds:")
             print((args.out / "links.md").read_text(encoding="utf-8"), end="")
         return 1 if problems else 0
 
@@ -458,6 +580,11 @@ def main(argv: list[str] | None = None) -> int:
         autograder, args.submissions, args.name, args.jobs, args.timeout, args.keep
     )
     write_csv(args.out, maxima, results)
+    if results:  # handout will not rebuild this autograder without --force
+        try:
+            record_grading(autograder, args.submissions, args.out, results)
+        except OSError as e:
+            print(f"could not record this run next to {autograder}: {e}", file=sys.stderr)
     errors = sum(r.status != OK for r in results)
     print(
         f"wrote {args.out}: {len(results)} submissions, {errors} not graded "

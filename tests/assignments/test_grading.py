@@ -3,16 +3,21 @@
 The slow test builds the Chapter 1 autograder, writes a folder of submissions (the
 solution, the blank student notebook, a partly right one from ``MUTANTS``, one whose cell
 raises, a corrupted file, an infinite loop and one that kills its kernel), grades it with
-the command line and checks every cell of the CSV. The others check the pieces on
-hand-made files and keep the instructors' page in step with ``_config.yml``.
+the command line and checks every cell of the CSV. Other slow tests hand out two
+assignments into a term folder, then one of them again, and check that nothing else in
+the folder changed and that an autograder which graded submissions is only replaced with
+``--force``. The others check the pieces on hand-made files and keep the instructors' page
+in step with ``_config.yml``.
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 import re
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -246,6 +251,167 @@ def test_write_csv_format(tmp_path):
         "bo,1,0.5,1.5,3,ok",
         'al,,,0,3,"error: timeout, twice"',
     ]
+
+
+# ---------------------------------------------------------------- handout into a term folder
+
+# The issue's sequence was `handout`, then `handout ch05_practice`: two assignments, then
+# one of them again, show the same (about 5 s of otter assign each on a busy 2-core CPU).
+TERM = ["ch01_background", "ch04_mathematics"]
+AGAIN = TERM[1]
+REBUILT = [f"student/{AGAIN}.zip", f"autograder/{AGAIN}.zip", f"solutions/{AGAIN}.ipynb"]
+# the teacher's own files, in every folder handout writes to: never touched
+TEACHER = {
+    "notes.md": b"week 3: remind them to restart and run all",
+    "student/syllabus.pdf": b"%PDF-1.4",
+    "autograder/README.txt": b"do not edit",
+    f"solutions/{AGAIN}-annotated.ipynb": b"{}",
+    "feedback/alice.json": b"{}",
+}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under FOLDER, by relative path: its bytes."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}
+
+
+def zip_entries(data: bytes) -> dict[str, tuple]:
+    """A zip's entries, by name: their date and bytes."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return {i.filename: (i.date_time, zf.read(i)) for i in zf.infolist()}
+
+
+@pytest.fixture(scope="module")
+def term(tmp_path_factory):
+    """``handout --out term/ ch01_background ch04_mathematics``, built outside the repository."""
+    tmp = tmp_path_factory.mktemp("term")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(grading, "dist_folder", lambda master: tmp / "dist" / master.stem)
+        assert grading.main(["handout", "--out", str(tmp / "term"), *TERM]) == 0
+    return tmp / "term"
+
+
+@pytest.fixture
+def handout_again(term, tmp_path, monkeypatch):
+    """A copy of the term folder with the teacher's files added, and `handout` into it."""
+    monkeypatch.setattr(grading, "dist_folder", lambda master: tmp_path / "dist" / master.stem)
+    folder = shutil.copytree(term, tmp_path / "term")  # copy2: dates kept
+    for rel, data in TEACHER.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return folder, lambda *args: grading.main(["handout", "--out", str(folder), *args])
+
+
+@pytest.mark.slow
+def test_handout_of_one_assignment_keeps_every_other_file(handout_again):
+    """The issue's sequence: handout, then handout of one assignment into the same folder."""
+    folder, handout = handout_again
+    before = snapshot(folder)
+    ch01 = [rel.replace(AGAIN, TERM[0]) for rel in REBUILT]
+    assert set(ch01 + REBUILT) <= set(before)
+    dates = {rel: (folder / rel).stat().st_mtime_ns for rel in REBUILT}
+    assert handout(AGAIN) == 0
+    after = snapshot(folder)
+    assert sorted(after) == sorted(before)  # nothing deleted, nothing else added
+    rewritten = [*REBUILT, "student/all_assignments.zip"]
+    for rel in sorted(set(before) - set(rewritten)):  # links and teacher's files included
+        assert after[rel] == before[rel], f"{rel} changed"
+    for rel in REBUILT:
+        assert (folder / rel).stat().st_mtime_ns > dates[rel], f"{rel} not rebuilt"
+    # all_assignments.zip: still both assignments; Chapter 1's entries byte for byte
+    old, new = zip_entries(before[rewritten[-1]]), zip_entries(after[rewritten[-1]])
+    assert list(new) == list(old) and list(old)[0].startswith(f"{TERM[0]}/")
+    for name in old:
+        if name.startswith(f"{TERM[0]}/"):
+            assert new[name] == old[name], name
+        else:  # the rebuilt one's, from its new student zip
+            assert new[name][1] == zip_entries(after[REBUILT[0]])[name][1], name
+
+
+@pytest.mark.slow
+def test_handout_replaces_an_autograder_that_graded_only_with_force(handout_again, capsys):
+    folder, handout = handout_again
+    autograder = folder / "autograder" / f"{AGAIN}.zip"
+    subs = folder.parent / "submissions"
+    subs.mkdir()
+    (subs / "alice.ipynb").write_text("{")  # scored 0 ("not a notebook") without otter
+    argv = ["grade", AGAIN, str(subs), "--out", str(folder.parent / "scores.csv")]
+    assert grading.main([*argv, "--autograder", str(autograder)]) == 0
+    record = f"autograder/{AGAIN}.graded.csv"
+    assert (folder / record).read_text().splitlines()[0] == ",".join(grading.RECORD_HEADER)
+    before = snapshot(folder)
+    capsys.readouterr()
+
+    for names in [[AGAIN], []]:  # named, or the whole term again
+        with pytest.MonkeyPatch.context() as mp:  # refused before building anything
+            mp.setattr(assignments, "assign", lambda *a, **k: pytest.fail("built"))
+            assert handout(*names) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"{AGAIN}: ") and "graded submissions" in err
+        assert "--force" in err and err.count("\n") == 1  # Chapter 1 graded nothing
+        assert snapshot(folder) == before
+
+    assert handout(AGAIN, "--force") == 0
+    after = snapshot(folder)
+    replaced = sorted(rel for rel in after if rel.startswith("autograder/replaced/"))
+    assert len(replaced) == 2, replaced  # the old zip and its record, kept as they were
+    zip_, csv_ = sorted(replaced, key=lambda rel: not rel.endswith(".zip"))
+    assert after[zip_] == before[REBUILT[1]] and after[csv_] == before[record]
+    assert csv_ == zip_.removesuffix(".zip") + ".graded.csv"
+    assert record not in after  # the new autograder has graded nothing yet
+    assert set(after) == set(before) - {record} | set(replaced)
+    for rel in sorted(set(before) - {record, *REBUILT, "student/all_assignments.zip"}):
+        assert after[rel] == before[rel], f"{rel} changed"  # Chapter 1 and the teacher's
+
+
+def test_handout_refuses_a_graded_autograder_before_building(tmp_path, monkeypatch, capsys):
+    """A hand-made term folder: refused with the name and the flag, nothing built or changed."""
+    monkeypatch.setattr(assignments, "assign", lambda *a, **k: pytest.fail("built"))
+    (master,) = assignments.find_masters(["ch05_practice"])
+    with open(tmp_path / "links.csv", "w", newline="") as f:
+        csv.writer(f).writerows([grading.LINKS_HEADER, grading.link_row(master)])
+    (tmp_path / "autograder").mkdir()
+    (tmp_path / "autograder" / "ch05_practice.zip").write_bytes(b"zip")
+    (tmp_path / "autograder" / "ch05_practice.graded.csv").write_text("graded_at\n")
+    before = snapshot(tmp_path)
+    argv = ["handout", "--out", str(tmp_path), "ch05_practice", "ch05_practice"]
+    assert grading.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("ch05_practice: ") == 1 and "--force" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_handout_rejects_a_file_or_a_broken_links_csv_as_the_term_folder(tmp_path):
+    masters = assignments.find_masters(["ch05_practice"])
+    (tmp_path / "term.zip").write_bytes(b"")
+    with pytest.raises(SystemExit, match="is a file"):
+        grading.handout(masters, tmp_path / "term.zip")
+    (tmp_path / "links.csv").write_text("name,url\nch05_practice,https://example.org\n")
+    with pytest.raises(SystemExit, match="not a handout's list of links"):
+        grading.handout(masters, tmp_path)
+    assert (tmp_path / "links.csv").read_text().startswith("name,url")
+
+
+def test_grade_records_each_run_next_to_the_autograder(tmp_path):
+    autograder = tmp_path / "term" / "autograder" / "hw.zip"
+    autograder.parent.mkdir(parents=True)
+    with zipfile.ZipFile(autograder, "w") as zf:
+        zf.writestr("otter_config.json", '{"assignment_name": "hw"}')
+        zf.writestr("tests/q1.py", 'name = "q1"\npoints = 1\n')
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    argv = ["grade", "hw", str(subs), "--out", str(tmp_path / "hw.csv")]
+    argv += ["--autograder", str(autograder)]
+    assert grading.main(argv) == 0  # an empty folder grades nothing: no record
+    assert not grading.graded_record(autograder).exists()
+    (subs / "bo.ipynb").write_text("{")  # refused before otter runs: instant
+    assert grading.main(argv) == 0
+    assert grading.main(argv) == 0
+    with open(tmp_path / "term" / "autograder" / "hw.graded.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == grading.RECORD_HEADER and len(rows) == 3
+    assert rows[1][1:] == [str(subs.resolve()), str((tmp_path / "hw.csv").resolve()), "1", "1"]
 
 
 # ---------------------------------------------------------------- links
