@@ -27,16 +27,9 @@ TABLE = ROOT / "lmlib" / "_sha256.py"
 WIDTH = 99  # ruff's line length: the file is written as `ruff format` would leave it
 
 HEADER = '''\
-"""SHA-256 of every data file the book uses, keyed by path relative to the data folder.
-
-Plain data, written by ``python -m booktools.checksums FOLDER`` from ``SHA256SUMS`` in a
-folder holding the files (its README names each file's public home). Those sums were
-computed from the files as published upstream, so the same table checks a fresh download, a
-cached copy and a folder of copies alike; ``lmlib.data`` uses it for all three. Check a
-folder by hand with ``sha256sum -c SHA256SUMS``.
-
-Example: ``SHA256["tinyshakespeare/input.txt"]`` is
-``"86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"``.
+"""SHA-256 of every data file the book uses, keyed by path relative to the data folder; the
+sums of the files as published upstream, so one table checks a download, a cached copy and a
+folder of copies alike. Written by ``python -m booktools.checksums FOLDER``.
 """
 
 SHA256: dict[str, str] = {

@@ -135,8 +135,8 @@ class RunProfile:
     tang_batch: int = 16  # the Tang-poem GPT's batch size
     d_model: int = 128  # channels of both character-level GPTs
     # Chapter 5, fine-tuning
-    finetune_steps: int = 60  # training steps of each fine-tuning method on SST-2
-    encoder_steps: int = 150  # training steps of the MiniLM classifier
+    finetune_steps: int = 30  # training steps of each fine-tuning method on SST-2
+    encoder_steps: int = 60  # training steps of the MiniLM classifier
     # Chapter 6
     probe_train: int = 4000  # training sentences of the MiniLM sentiment probe
     code_samples: int = 5  # samples per programming problem, for pass@k
