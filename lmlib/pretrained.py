@@ -25,6 +25,8 @@ import functools
 import importlib.metadata
 import json
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -235,26 +237,75 @@ def embed_sentences(
     return out
 
 
+def hub_unreachable(model_id: str = "gpt2", timeout: float = 5.0) -> str | None:
+    """None when the Hugging Face Hub answers, else one line that says why it cannot be used.
+
+    The Hub is out of bounds when ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` or lmlib's
+    ``LMLIB_OFFLINE`` is set; otherwise one request (no retries) asks the Hub
+    (``$HF_ENDPOINT``, default https://huggingface.co) about ``model_id``, so a machine
+    without a network learns it in at most ``timeout`` seconds, not after half a minute of
+    retries.
+    """
+    for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LMLIB_OFFLINE"):
+        if os.environ.get(flag, "").strip().lower() in {"1", "true", "yes", "on"}:
+            return f"{flag}={os.environ[flag]} is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    request = urllib.request.Request(f"{endpoint}/api/models/{model_id}", method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return f"the Hub at {endpoint} has no model {model_id!r}"
+        return None  # it answered: gated or rate-limited models still download with a token
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        return f"the Hub at {endpoint} is out of reach ({reason})"
+    return None
+
+
 @functools.lru_cache(maxsize=4)
 def load_hub_model(model_id: str, device: str = "cpu"):
-    """Any causal language model from the Hugging Face Hub, e.g. ``"gpt2"`` (needs internet).
+    """``(model, tokenizer)`` of any causal language model on the Hugging Face Hub (``"gpt2"``).
 
-    Offline, or with ``HF_HUB_OFFLINE=1``, this fails with an error that says so and names
-    the offline alternative, `load_smollm2`.
+    A model already in the Hub's local cache loads without the network. Otherwise it needs
+    the Hub: offline (no network, or an offline flag set) this raises a `ConnectionError`
+    within seconds, whose one-line message says why and names the offline alternative,
+    `load_smollm2`. `try_load_hub_model` prints that line and returns None instead.
     """
     _require("transformers")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    def load(local_files_only: bool):
+        tok = AutoTokenizer.from_pretrained(model_id, local_files_only=local_files_only)
+        model = AutoModelForCausalLM.from_pretrained(model_id, local_files_only=local_files_only)
+        return model.to(device).eval(), tok
+
     try:
-        tok = AutoTokenizer.from_pretrained(model_id)
-        model = AutoModelForCausalLM.from_pretrained(model_id)
-    except OSError as err:
-        raise ConnectionError(
-            f"could not load {model_id!r} from the Hugging Face Hub: no network, "
-            f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}, or no such model. "
-            "Offline, use lmlib.pretrained.load_smollm2() instead."
-        ) from err
-    return model.to(device).eval(), tok
+        return load(local_files_only=True)  # the cache first: no network needed
+    except OSError:
+        pass
+    why = hub_unreachable(model_id)
+    if why is None:
+        try:
+            return load(local_files_only=False)
+        except OSError as err:
+            why = str(err).strip().splitlines()[0]
+    raise ConnectionError(
+        f"could not load {model_id!r} from the Hugging Face Hub: {why}. "
+        "Offline, use lmlib.pretrained.load_smollm2() instead."
+    )
+
+
+def try_load_hub_model(model_id: str, device: str = "cpu"):
+    """`load_hub_model`, or None after printing one line that says why it could not.
+
+    For a notebook cell that shows a Hub model with a network and must go on without one.
+    """
+    try:
+        return load_hub_model(model_id, device)
+    except ConnectionError as err:
+        print(f"skipped: {err}")
+        return None
 
 
 @torch.no_grad()

@@ -3,7 +3,10 @@
 The tests that load weights are marked slow; the errors are checked without loading any.
 """
 
+import http.server
 import importlib.metadata
+import socket
+import threading
 
 import pytest
 import torch
@@ -106,3 +109,51 @@ def test_hub_model_offline_is_a_clear_error():
     pytest.importorskip("transformers")
     with pytest.raises(ConnectionError, match=r"use lmlib\.pretrained\.load_smollm2\(\) instead"):
         pretrained.load_hub_model("gpt2")
+
+
+@pytest.fixture
+def no_offline_flags(monkeypatch, tmp_path):
+    """No offline flag set, an empty Hub cache and a Hub that is nowhere (a closed local port)."""
+    for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LMLIB_OFFLINE"):
+        monkeypatch.delenv(flag, raising=False)
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    return port
+
+
+def test_an_offline_flag_is_named_without_any_request(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert pretrained.hub_unreachable() == "HF_HUB_OFFLINE=1 is set"
+
+
+def test_no_network_and_no_flag_is_one_line_in_seconds(no_offline_flags, capsys):
+    pytest.importorskip("transformers")
+    why = pretrained.hub_unreachable("gpt2", timeout=2)
+    assert why.startswith(f"the Hub at http://127.0.0.1:{no_offline_flags} is out of reach")
+    assert pretrained.try_load_hub_model("no-such-org/not-cached") is None
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("skipped: could not load 'no-such-org/not-cached'")
+    assert "out of reach" in lines[0] and "load_smollm2()" in lines[0]
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    def do_HEAD(self):  # noqa: N802 (the name http.server calls)
+        self.send_response(200 if self.path == "/api/models/gpt2" else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_hub_that_answers_is_reachable_and_an_unknown_id_is_named(no_offline_flags, monkeypatch):
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        assert pretrained.hub_unreachable("gpt2") is None
+        assert "has no model 'nobody/nothing'" in pretrained.hub_unreachable("nobody/nothing")
+    finally:
+        server.shutdown()
