@@ -51,8 +51,11 @@ vendor:
 data: install
 	$(PY) -m booktools.fetch_data
 
+# booktools.build_book runs `jupyter-book build` and exits 1, naming the notebook and cell,
+# when a chapter fails to execute (jupyter-book alone says "build succeeded" and shows the
+# stored outputs).
 book: install vendor
-	$(VENV)/bin/jupyter-book build . --keep-going
+	$(PY) -m booktools.build_book .
 
 lint: install
 	$(PY) -m ruff check lmlib booktools tests benchmarks chapters conftest.py
