@@ -11,12 +11,18 @@ Every notebook starts with::
 still force the CPU (``LMLIB_DEVICE=cpu``) and reproduce the stored outputs exactly.
 Chapters with heavy cells size them with `run_profile`: what a 2-core CPU finishes in
 minutes, or more work on a GPU (``LMLIB_PROFILE`` chooses).
+
+`check_int` and `check_number` are the argument checks every module shares: a value a
+reader might get wrong (a float where an int belongs, a negative count, an infinite rate)
+fails at the call, with an error that names the argument, what it got and what it needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import math
+import numbers
 import os
 import platform
 import random
@@ -234,3 +240,56 @@ def environment_summary() -> dict[str, str]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+# --------------------------------------------------------------------------------------------
+# Checking arguments
+
+
+def _rule(kind: str, low, high, open_low: bool) -> str:
+    """What a check needs, in words: "an int >= 1", "a finite number in (0, 1]"."""
+    if low is not None and high is not None:
+        return f"{kind} in {'(' if open_low else '['}{low}, {high}]"
+    if low is not None:
+        return f"{kind} {'>' if open_low else '>='} {low}"
+    return f"{kind} <= {high}" if high is not None else kind
+
+
+def check_int(value, name: str, low: int | None = None, high: int | None = None):
+    """``value`` if it is an int (not a bool) in [low, high]; else a `TypeError` (not an int)
+    or `ValueError` (out of range) that names ``name``, what it got and what it needs.
+
+    >>> check_int(3, "k", low=1)
+    3
+    >>> check_int(-1, "k", low=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: k must be an int >= 1, got -1
+    """
+    rule = _rule("an int", low, high, False)
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be {rule}, got {value!r} ({type(value).__name__})")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return value
+
+
+def check_number(value, name: str, low: float | None = None, high: float | None = None, *,
+                 open_low: bool = False):  # fmt: skip
+    """``value`` if it is a finite real number (not a bool) in [low, high], or (low, high]
+    with ``open_low``; else a `TypeError` or `ValueError` like `check_int`'s.
+
+    >>> check_number(0.5, "top_p", 0, 1, open_low=True)
+    0.5
+    >>> check_number(float("inf"), "learning_rate", low=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: learning_rate must be a finite number >= 0, got inf
+    """
+    rule = _rule("a finite number", low, high, open_low)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be {rule}, got {value!r} ({type(value).__name__})")
+    too_low = low is not None and (value <= low if open_low else value < low)
+    if not math.isfinite(value) or too_low or (high is not None and value > high):
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return value

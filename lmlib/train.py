@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -34,8 +35,14 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from lmlib.batches import check_tokens, estimate_loss, get_batch
+from lmlib.checkpoints import (
+    check_model_fits,
+    check_optimizer_fits,
+    read_checkpoint,
+    write_checkpoint,
+)
 from lmlib.optim import configure_optimizer, lr_at
-from lmlib.runtime import get_device
+from lmlib.runtime import check_int, check_number, get_device
 
 
 @dataclass
@@ -73,12 +80,15 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("batch_size", "block_size", "grad_accum_steps", "log_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+            check_int(getattr(self, name), name, low=1)
         for name in "max_iters warmup_iters eval_interval eval_iters checkpoint_interval".split():
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.min_lr <= self.learning_rate:
+            check_int(getattr(self, name), name, low=0)
+        if self.lr_decay_iters is not None:
+            check_int(self.lr_decay_iters, "lr_decay_iters", low=0)
+        check_int(self.seed, "seed", low=0)
+        check_number(self.learning_rate, "learning_rate", low=0)  # inf would train to nan
+        check_number(self.min_lr, "min_lr", low=0)
+        if not self.min_lr <= self.learning_rate:
             raise ValueError(
                 f"need 0 <= min_lr <= learning_rate, got {self.min_lr} and {self.learning_rate}"
             )
@@ -87,6 +97,15 @@ class TrainConfig:
                 f"warmup_iters {self.warmup_iters} is past the end of the decay, "
                 f"lr_decay_iters {self.decay_iters}"
             )
+        check_number(self.weight_decay, "weight_decay", low=0)
+        if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2):
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
+        for i, beta in enumerate(self.betas):
+            check_number(beta, f"betas[{i}]", 0, 1)
+            if beta == 1:
+                raise ValueError(f"betas[{i}] must be below 1 (Adam divides by 1 - beta)")
+        if self.grad_clip is not None:  # a negative clip would turn the step around
+            check_number(self.grad_clip, "grad_clip", low=0, open_low=True)
         if self.decay not in ("cosine", "linear"):
             raise ValueError(f"decay must be 'cosine' or 'linear', got {self.decay!r}")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "off"):
@@ -94,6 +113,14 @@ class TrainConfig:
                 f"mixed_precision must be 'auto', 'bf16', 'fp16' or 'off', "
                 f"got {self.mixed_precision!r}"
             )
+        if self.device is not None and not isinstance(self.device, str):
+            raise TypeError(f"device must be None or a str such as 'cpu', got {self.device!r}")
+        for name in ("compile", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        path = self.checkpoint_path
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_path must be None or a path, got {path!r}")
 
     @property
     def decay_iters(self) -> int:
@@ -125,6 +152,10 @@ def _fingerprint(config: dict) -> dict:
         config["lr_decay_iters"] = config["max_iters"]
     return {k: v for k, v in config.items() if k not in _FREE_TO_CHANGE}
 
+
+# What save_checkpoint writes (and a sha256 of it all); load_checkpoint needs every one.
+_CHECKPOINT_KEYS = ("model", "optimizer", "scaler", "iter", "history", "config", "generator",
+                    "torch_rng", "cuda_rng")  # fmt: skip
 
 LossFn = Callable[[nn.Module, torch.Generator], torch.Tensor]  # (model, generator) -> loss
 
@@ -162,6 +193,15 @@ class Trainer:
                  cfg: TrainConfig | None = None, *, loss_fn: LossFn | None = None,
                  optimizer: torch.optim.Optimizer | None = None):  # fmt: skip
         self.cfg = cfg = cfg if cfg is not None else TrainConfig()
+        kinds = (("cfg", cfg, TrainConfig), ("model", model, nn.Module),
+                 ("optimizer", optimizer, (torch.optim.Optimizer, type(None))))  # fmt: skip
+        for name, value, kind in kinds:
+            if not isinstance(value, kind):
+                need = getattr(kind, "__name__", "torch.optim.Optimizer")
+                raise TypeError(f"{name} must be a {need}, got {type(value).__name__}")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be a function (model, generator) -> loss, got "
+                            f"{type(loss_fn).__name__}")  # fmt: skip
         if (train_data is None) == (loss_fn is None):
             raise ValueError("pass exactly one of train_data (token ids) and loss_fn")
         splits = {"train": train_data, "val": val_data}
@@ -248,8 +288,18 @@ class Trainer:
         # .item() waits for the GPU; collecting losses and copying them in one go every
         # log_interval steps lets the GPU run ahead of Python in between.
         if self._pending:
+            first = len(self.history.train_loss)
             self.history.train_loss += torch.stack(self._pending).tolist()
             self._pending.clear()
+            bad = [(first + i, x) for i, x in enumerate(self.history.train_loss[first:])
+                   if not math.isfinite(x)]  # fmt: skip
+            if bad:  # every later step would only spread the nan through the weights
+                step, loss = bad[0]
+                raise FloatingPointError(
+                    f"the training loss is {loss} at step {step}: the run diverged. Lower "
+                    f"learning_rate (now {self.cfg.learning_rate}) or clip the gradients "
+                    f"(grad_clip, now {self.cfg.grad_clip})"
+                )
 
     def evaluate(self) -> dict[str, float]:
         """`estimate_loss` on every split, recorded in the history at the current step."""
@@ -274,8 +324,8 @@ class Trainer:
     def train(self, iters: int | None = None) -> History:
         """Run until ``cfg.max_iters`` steps are done, or at most ``iters`` more; the history."""
         cfg = self.cfg
-        if iters is not None and iters < 0:
-            raise ValueError(f"iters must be >= 0, got {iters}")
+        if iters is not None:
+            check_int(iters, "iters", low=0)
         stop = cfg.max_iters if iters is None else min(cfg.max_iters, self.iter + iters)
         bar = tqdm(total=cfg.max_iters, initial=self.iter, desc="train", disable=not cfg.progress)
         self.model.train()  # dropout on, whatever mode the model came in
@@ -308,7 +358,8 @@ class Trainer:
             bar.write(f"step {self.iter}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> None:
-        """Everything a resumed run needs to continue exactly where this one is."""
+        """Everything a resumed run needs to continue exactly where this one is, with a
+        SHA-256 of it all, so that `load_checkpoint` can tell a damaged file."""
         path = path if path is not None else self.cfg.checkpoint_path
         if path is None:
             raise ValueError("no path given and cfg.checkpoint_path is None")
@@ -326,24 +377,47 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
         }
-        tmp = f"{path}.tmp"
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)  # atomic: a crash while saving never leaves half a checkpoint
+        write_checkpoint(checkpoint, path)  # with its SHA-256, atomically
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Continue the run saved at ``path``; its config must match this trainer's."""
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        """Continue the run saved at ``path``; its config must match this trainer's.
+
+        Everything is checked before anything is loaded (the file, its checksum, the config,
+        the model's names and shapes, the optimizer's), so a refused checkpoint leaves this
+        trainer and its model exactly as they were.
+        """
+        checkpoint = read_checkpoint(path, keys=_CHECKPOINT_KEYS)
         ours, theirs = _fingerprint(asdict(self.cfg)), _fingerprint(checkpoint["config"])
         if ours != theirs:
             diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
             raise ValueError(f"checkpoint {path} has another config; (checkpoint, ours): {diff}")
-        self.model.load_state_dict(checkpoint["model"])  # strict: another model fails here
+        self._check_fits(checkpoint, path)
+        try:
+            history = History(**checkpoint["history"])
+        except TypeError as err:
+            raise ValueError(f"checkpoint {path} has a history lmlib cannot read: {err}") from err
+        # Checked: from here on nothing can fail half-way.
+        self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.iter = checkpoint["iter"]
-        self.history = History(**checkpoint["history"])
+        self.history = history
         self._pending.clear()
         self.generator.set_state(checkpoint["generator"])
         torch.set_rng_state(checkpoint["torch_rng"])
         if checkpoint["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+
+    def _check_fits(self, checkpoint: dict, path) -> None:
+        """Raise unless the checkpoint's model, optimizer and generators fit this trainer."""
+        check_model_fits(checkpoint["model"], self.model, f"checkpoint {path}")
+        check_optimizer_fits(checkpoint["optimizer"], self.optimizer, f"checkpoint {path}")
+        if self.scaler.is_enabled() and not checkpoint["scaler"]:
+            raise ValueError(f"checkpoint {path} was saved without fp16 loss scaling, which "
+                             f"this trainer uses: resume with mixed_precision 'off' or "
+                             f"'bf16'")  # fmt: skip
+        rngs = (("generator", self.generator.get_state()), ("torch_rng", torch.get_rng_state()))
+        for name, now in rngs:
+            if not torch.is_tensor(checkpoint[name]) or checkpoint[name].shape != now.shape:
+                raise ValueError(f"checkpoint {path}: {name} is not a random generator state")
+        check_int(checkpoint["iter"], f"checkpoint {path}: iter", low=0)

@@ -144,18 +144,25 @@ def test_checkpoint_from_another_config_or_model_is_refused(tmp_path):
     Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2, **fixed)).save_checkpoint(path)
     Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=20, **fixed)).load_checkpoint(path)
     deeper = Trainer(tiny_gpt(n_layers=2), token_data(), cfg=tiny_cfg(**fixed))
-    with pytest.raises(RuntimeError, match="Missing key"):  # a checkpoint of another model
+    before = copy.deepcopy(deeper.model.state_dict())
+    with pytest.raises(ValueError, match=r"another model: missing \['transformer.h.1"):
         deeper.load_checkpoint(path)
+    # load_state_dict alone would have copied layer 0 before noticing layer 1 is missing
+    assert all(torch.equal(before[k], v) for k, v in deeper.model.state_dict().items())
 
 
 def test_a_checkpoint_from_before_a_config_field_existed_still_loads(tmp_path):
     path = tmp_path / "ckpt.pt"
     Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2)).save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
-    del checkpoint["config"]["decay"]  # as saved before the field was added
+    del checkpoint["config"]["decay"], checkpoint["sha256"]  # as saved before both existed
     torch.save(checkpoint, path)
-    Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2)).load_checkpoint(path)
-    with pytest.raises(ValueError, match="'decay': \\('cosine', 'linear'\\)"):
+    with pytest.warns(UserWarning, match="no checksum"):
+        Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2)).load_checkpoint(path)
+    with (
+        pytest.raises(ValueError, match="'decay': \\('cosine', 'linear'\\)"),
+        pytest.warns(UserWarning),
+    ):
         Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2, decay="linear")
                 ).load_checkpoint(path)  # fmt: skip
 
@@ -170,8 +177,12 @@ def test_trainer_rejects_bad_input():
     trainer = Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg())
     with pytest.raises(ValueError, match="no path given"):
         trainer.save_checkpoint()
-    with pytest.raises(ValueError, match="iters must be >= 0"):
+    with pytest.raises(ValueError, match="iters must be an int >= 0, got -1"):
         trainer.train(iters=-1)
+    with pytest.raises(TypeError, match="cfg must be a TrainConfig"):
+        Trainer(tiny_gpt(), token_data(), cfg={"max_iters": 8})
+    with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
+        Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(), optimizer="adam")
     with pytest.raises(ValueError, match="eval_iters must be at least 1"):
         estimate_loss(trainer.model, trainer.splits, 0, 4, T)
     with pytest.raises(ValueError, match="exactly one of train_data .* and loss_fn"):
@@ -187,13 +198,23 @@ def test_trainer_rejects_bad_input():
     [
         (dict(min_lr=1.0, learning_rate=0.1), "min_lr <= learning_rate"),
         (dict(warmup_iters=50, max_iters=10), "past the end of the decay"),
-        (dict(batch_size=0), "batch_size must be at least 1"),
+        (dict(batch_size=0), "batch_size must be an int >= 1, got 0"),
+        (dict(batch_size=2.5), "batch_size must be an int >= 1, got 2.5"),
+        (dict(grad_clip=-1.0), r"grad_clip must be a finite number > 0, got -1.0"),
+        (dict(learning_rate=float("inf")), "learning_rate must be a finite number >= 0, got inf"),
+        (dict(min_lr=float("nan")), "min_lr must be a finite number >= 0, got nan"),
+        (dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
+        (dict(betas=(0.9,)), r"betas must be a pair"),
+        (dict(betas=(0.9, 1.0)), r"betas\[1\] must be below 1"),
+        (dict(max_iters=-5), "max_iters must be an int >= 0, got -5"),
+        (dict(device=0), "device must be None or a str"),
+        (dict(progress="no"), "progress must be True or False"),
         (dict(mixed_precision="fp8"), "mixed_precision must be"),
         (dict(decay="step"), "decay must be"),
     ],
 )
 def test_config_rejects_bad_values(overrides, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         TrainConfig(**overrides)
 
 
@@ -269,3 +290,64 @@ def test_loss_fn_resumes_bit_for_bit_with_clipping_and_its_own_optimizer(tmp_pat
     assert resumed.train() == history
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
+
+
+# --- checkpoints that are not what they should be ----------------------------------------------
+
+
+def saved(tmp_path, **overrides):
+    path = tmp_path / "ckpt.pt"
+    trainer = Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=2, **overrides))
+    trainer.train()
+    trainer.save_checkpoint(path)
+    return path, trainer
+
+
+def assert_refused_and_unchanged(path, match, **overrides):
+    fresh = Trainer(tiny_gpt(seed=5), token_data(), cfg=tiny_cfg(max_iters=2, **overrides))
+    before = copy.deepcopy(fresh.model.state_dict())
+    with pytest.raises(ValueError, match=match):
+        fresh.load_checkpoint(path)
+    assert fresh.iter == 0 and fresh.history == History()
+    assert all(torch.equal(before[k], v) for k, v in fresh.model.state_dict().items())
+
+
+def test_a_damaged_byte_inside_a_tensor_is_detected(tmp_path):
+    path, trainer = saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    weight = trainer.model.transformer.wpe.weight.detach().numpy().tobytes()
+    at = data.find(weight)  # torch.save stores tensor bytes uncompressed
+    assert at > 0
+    data[at + len(weight) // 2] ^= 0x40  # one flipped bit in one float
+    path.write_bytes(bytes(data))
+    torch.load(path, weights_only=True)  # torch itself loads it without a word
+    assert_refused_and_unchanged(path, r"is damaged: its contents do not match the SHA-256")
+
+
+def test_truncated_files_and_plain_state_dicts_say_what_they_are(tmp_path):
+    path, trainer = saved(tmp_path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert_refused_and_unchanged(path, r"not a readable checkpoint: it may be truncated")
+    torch.save(trainer.model.state_dict(), path)
+    assert_refused_and_unchanged(path, r"plain state dict \(\d+ tensors such as 'transformer")
+    torch.save({"step": 3}, path)
+    assert_refused_and_unchanged(path, r"not a checkpoint of a run: it holds \['step'\]")
+    with pytest.raises(FileNotFoundError):
+        trainer.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_checkpoint_of_another_optimizer_leaves_the_model_unchanged(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    model = tiny_gpt()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    Trainer(model, token_data(), cfg=tiny_cfg(max_iters=2), optimizer=sgd).save_checkpoint(path)
+    assert_refused_and_unchanged(path, "another optimizer")  # the trainer's own AdamW
+
+
+def test_a_diverging_run_stops_with_an_error():
+    def nan_loss(model, generator):
+        return model(torch.zeros(1, 1, dtype=torch.long)).logits.sum() * float("nan")
+
+    trainer = Trainer(tiny_gpt(), cfg=tiny_cfg(max_iters=3), loss_fn=nan_loss)
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 0"):
+        trainer.train()
