@@ -27,12 +27,14 @@ import json
 import os
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from lmlib.convert import llama_from_hf
+from lmlib.data import sha256_of
 from lmlib.model import Llama
 from lmlib.runtime import cache_root
 
@@ -98,8 +100,15 @@ def cache_dir() -> Path:
     return cache_root() / "models"
 
 
+def folder_sha256(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """SHA-256 of every file in ``folder`` (not in subfolders) but ``skip``: name -> hex."""
+    return {f.name: sha256_of(f) for f in sorted(folder.iterdir())
+            if f.is_file() and f.name not in skip}  # fmt: skip
+
+
 def _smollm2_float32_copy():
-    """Load SmolLM2 from the float32 copy in the cache, making the copy on first use."""
+    """Load SmolLM2 from the float32 copy in the cache, making the copy on first use, and
+    again whenever a file of it no longer has the SHA-256 recorded when it was written."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf_path()
@@ -107,14 +116,31 @@ def _smollm2_float32_copy():
     # The copy is valid only for the very file it came from.
     stamp = {"source": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     folder = cache_dir() / "SmolLM2-135M-Instruct-from-Q4_1"
-    marker = folder / "lmlib-source.json"
-    if marker.exists() and json.loads(marker.read_text()) == stamp:
-        try:
-            tok = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-            return model, tok
-        except Exception:  # noqa: BLE001 (any damage to a derived copy: rebuild it below)
-            pass
+    marker = folder / _MARKER
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):  # no copy yet, or a damaged record of it
+        recorded = {}
+    if isinstance(recorded, dict) and {k: recorded.get(k) for k in stamp} == stamp:
+        expected = recorded.get("sha256") or {}  # none: written before lmlib recorded them
+        actual = folder_sha256(folder, skip=(_MARKER,))
+        damaged = sorted(n for n in expected.keys() | actual.keys()
+                         if expected.get(n) != actual.get(n))  # fmt: skip
+        if expected and not damaged:
+            try:
+                tok = AutoTokenizer.from_pretrained(folder)
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+                return model, tok
+            except Exception:  # noqa: BLE001 (any damage to a derived copy: rebuild it below)
+                pass
+        elif expected:
+            name = damaged[0]
+            warnings.warn(
+                f"the float32 copy of SmolLM2 in {folder} is damaged, so it is rebuilt from "
+                f"{gguf.name}: {name} does not match the SHA-256 recorded when it was written"
+                f"\n  expected: {expected.get(name)}\n  actual:   {actual.get(name)}",
+                stacklevel=4,
+            )
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # First use only: de-quantizing shows its own progress bar, then we save a copy.
     model = AutoModelForCausalLM.from_pretrained(
@@ -127,12 +153,16 @@ def _smollm2_float32_copy():
     return model, tok
 
 
+_MARKER = "lmlib-source.json"  # the GGUF file a copy came from, and its files' SHA-256
+
+
 def _save_float32_copy(model, tok, folder: Path, stamp: dict) -> None:
     """Write an ordinary safetensors checkpoint of the de-quantized model.
 
     ``save_pretrained`` refuses models that came from GGUF, so we write the weights and a
     config without the quantization entry ourselves. The folder appears atomically (a
-    temporary folder renamed into place), so a crash never leaves half a model behind.
+    temporary folder renamed into place), so a crash never leaves half a model behind; the
+    SHA-256 of each file is recorded, so later damage is noticed.
     """
     import shutil
 
@@ -147,7 +177,7 @@ def _save_float32_copy(model, tok, folder: Path, stamp: dict) -> None:
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     model.generation_config.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    (tmp / "lmlib-source.json").write_text(json.dumps(stamp))
+    (tmp / _MARKER).write_text(json.dumps({**stamp, "sha256": folder_sha256(tmp)}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 

@@ -53,11 +53,32 @@ def test_cached_float32_copy_equals_the_gguf_dequantization(tmp_path, monkeypatc
         assert torch.equal(reloaded(ids).logits, want)
 
     weights = next((tmp_path / "models").glob("*/model.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte inside a weight: it would load, wrong
+    weights.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="model.safetensors does not match the SHA-256"):
+        rebuilt, _ = pretrained._smollm2_float32_copy()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(ids).logits, want)
     weights.write_bytes(b"not a safetensors file")
-    rebuilt, _ = pretrained._smollm2_float32_copy()
+    with pytest.warns(UserWarning, match="is damaged, so it is rebuilt"):
+        rebuilt, _ = pretrained._smollm2_float32_copy()
     with torch.no_grad():
         assert torch.equal(rebuilt(ids).logits, want)
     assert weights.stat().st_size > 100_000_000
+    (weights.parent / "lmlib-source.json").write_text("{not json")  # a damaged record
+    rebuilt, _ = pretrained._smollm2_float32_copy()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(ids).logits, want)
+
+
+def test_folder_sha256_names_each_file(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"abc")
+    (tmp_path / "skip.json").write_text("{}")
+    (tmp_path / "sub").mkdir()
+    assert pretrained.folder_sha256(tmp_path, skip=("skip.json",)) == {
+        "a.txt": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    }
 
 
 @pytest.mark.slow
