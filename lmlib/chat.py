@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from lmlib.generate import GenerationConfig, resolve, stream
+from lmlib.runtime import check_int
 
 
 def chat_prompt(tokenizer, messages: str | list[dict], system: str | None = None) -> str:
@@ -39,6 +40,8 @@ def chat_prompt(tokenizer, messages: str | list[dict], system: str | None = None
         raise ValueError("messages must be a string or a non-empty list of "
                          "{'role': ..., 'content': ...} dicts")  # fmt: skip
     if system is not None:
+        if not isinstance(system, str):
+            raise TypeError(f"system must be None or a str, got {type(system).__name__}")
         if messages[0]["role"] == "system":
             raise ValueError("messages already start with a system message; drop system=")
         messages = [{"role": "system", "content": system}] + list(messages)
@@ -61,21 +64,44 @@ class Chat:
     def __init__(self, model, tokenizer, system: str | None = None, max_context: int = 2048,
                  config: GenerationConfig | None = None,
                  generator: torch.Generator | None = None, **options):  # fmt: skip
+        # Everything is checked here, so that send() fails only for the message itself.
         cfg = resolve(config or GenerationConfig(max_new_tokens=128), **options)
+        block_size = getattr(getattr(model, "config", None), "block_size", None)
+        if not isinstance(model, torch.nn.Module) or block_size is None:
+            raise TypeError(f"model must be lmlib's GPT or Llama (a module with config."
+                            f"block_size), got {type(model).__name__}")  # fmt: skip
+        for method in ("apply_chat_template", "encode", "decode"):
+            if not callable(getattr(tokenizer, method, None)):
+                raise TypeError(f"tokenizer must have apply_chat_template, encode and decode "
+                                f"(a Hugging Face tokenizer), got "
+                                f"{type(tokenizer).__name__}")  # fmt: skip
+        if system is not None and not isinstance(system, str):
+            raise TypeError(f"system must be None or a str, got {type(system).__name__}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be None or a torch.Generator, got "
+                            f"{type(generator).__name__}")  # fmt: skip
         if cfg.eos_token_id is None:
             cfg = cfg.replace(eos_token_id=tokenizer.eos_token_id)
         if cfg.stop_strings or cfg.num_beams > 1:
             raise ValueError("Chat streams its reply and ends it at eos: stop_strings and "
                              "num_beams are for generate_text and beam_search")  # fmt: skip
-        if max_context > model.config.block_size:
+        check_int(max_context, "max_context", low=2)
+        if max_context > block_size:
             raise ValueError(f"max_context {max_context} exceeds the model's block_size "
-                             f"{model.config.block_size}")  # fmt: skip
+                             f"{block_size}")  # fmt: skip
+        if cfg.sliding_window is not None and cfg.sliding_window > block_size:
+            raise ValueError(f"sliding_window {cfg.sliding_window} exceeds the model's "
+                             f"block_size {block_size}")  # fmt: skip
         if cfg.max_new_tokens >= max_context:
             raise ValueError("max_new_tokens must leave room for the prompt in max_context")
         self.model, self.tokenizer, self.generator = model, tokenizer, generator
         self.system, self.max_context, self.config = system, max_context, cfg
         self.history: list[dict] = []  # user and assistant turns, oldest first
         self.dropped = 0  # turns removed to fit the context window so far
+        if system and len(self.prompt_ids()) + cfg.max_new_tokens >= max_context:
+            raise ValueError(f"the system prompt takes {len(self.prompt_ids())} tokens: with "
+                             f"max_new_tokens {cfg.max_new_tokens} no message fits in "
+                             f"max_context {max_context}")  # fmt: skip
 
     @property
     def max_new_tokens(self) -> int:
@@ -108,16 +134,24 @@ class Chat:
     @torch.no_grad()
     def send(self, message: str, on_text: Callable[[str], None] | None = None) -> str:
         """Add the user's ``message``, generate the reply (streamed to ``on_text`` piece by
-        piece as it is produced, e.g. ``print``), add it to the history and return it."""
+        piece as it is produced, e.g. ``print``), add it to the history and return it.
+
+        If anything fails (or the cell is interrupted), the conversation is left exactly as
+        it was before the call."""
         if not isinstance(message, str) or not message.strip():
-            raise ValueError("message must be a non-empty string")
+            raise ValueError(f"message must be a non-empty string, got {message!r:.40}")
+        if on_text is not None and not callable(on_text):
+            raise TypeError(f"on_text must be None or a function, got {type(on_text).__name__}")
         saved = list(self.history), self.dropped
-        self.history.append({"role": "user", "content": message})
         try:
-            ids = self._fit()
-        except ValueError:
+            return self._reply(message, on_text)
+        except BaseException:
             self.history, self.dropped = saved  # leave the conversation as it was
             raise
+
+    def _reply(self, message: str, on_text) -> str:
+        self.history.append({"role": "user", "content": message})
+        ids = self._fit()
         device = next(self.model.parameters()).device
         eos = set(self.config.eos_token_id if isinstance(self.config.eos_token_id, (list, tuple))
                   else [self.config.eos_token_id])  # fmt: skip

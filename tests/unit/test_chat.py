@@ -146,3 +146,47 @@ def test_a_config_is_passed_whole_and_options_override_it(model):
         Chat(model, tok, max_context=120, stop_strings=["\n"])
     with pytest.raises(ValueError, match="max_new_tokens must leave room"):
         Chat(model, tok, max_context=100, max_new_tokens=100)
+
+
+def test_the_history_is_unchanged_after_any_error_in_send(model):
+    def broken(tokens, logits):  # a processor that fails during generation
+        if tokens.size(1) > 30:
+            raise RuntimeError("processor failed")
+        return logits
+
+    bot = Chat(model, TemplateTokenizer(), system="Be brief.", max_context=120,
+               max_new_tokens=10, logits_processors=[broken])  # fmt: skip
+    bot.history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    before, dropped = [dict(m) for m in bot.history], bot.dropped
+    with pytest.raises(RuntimeError, match="processor failed"):
+        bot.send("hello there, a message that needs a reply")
+    assert bot.history == before and bot.dropped == dropped
+
+    def interrupt(piece):
+        raise KeyboardInterrupt  # the reader stops the cell while the reply streams
+
+    with pytest.raises(KeyboardInterrupt):
+        Chat(model, TemplateTokenizer(), max_context=120, max_new_tokens=10).send("hi", interrupt)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(max_new_tokns=5), TypeError, r"unknown generation option\(s\) \['max_new_tokns'\]"),
+        (dict(temperature=0), ValueError, "temperature must be"),
+        (dict(generator=0), TypeError, "generator must be None or a torch.Generator"),
+        (dict(max_context=0), ValueError, "max_context must be an int >= 2, got 0"),
+        (dict(max_context=64.5), TypeError, "max_context must be an int"),
+        (dict(system=5), TypeError, "system must be None or a str"),
+        (dict(sliding_window=512), ValueError, "sliding_window 512 exceeds"),
+        (dict(system="x" * 115), ValueError, "the system prompt takes"),
+    ],
+)
+def test_options_are_checked_when_the_chat_is_made(model, kwargs, error, match):
+    kwargs = {"max_context": 120, "max_new_tokens": 4, **kwargs}
+    with pytest.raises(error, match=match):
+        Chat(model, TemplateTokenizer(), **kwargs)
+    with pytest.raises(TypeError, match="tokenizer must have apply_chat_template"):
+        Chat(model, object())
+    with pytest.raises(TypeError, match="model must be lmlib's GPT or Llama"):
+        Chat(torch.nn.Linear(2, 2), TemplateTokenizer())
