@@ -32,6 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lmlib.runtime import check_int, check_number
+
 
 def causal_mask(T: int, device=None) -> torch.Tensor:
     """Bool (T, T) mask, True where query t may attend to key s, i.e. s <= t.
@@ -43,6 +45,7 @@ def causal_mask(T: int, device=None) -> torch.Tensor:
             [ True,  True, False],
             [ True,  True,  True]])
     """
+    check_int(T, "T", low=0)
     return torch.tril(torch.ones(T, T, dtype=torch.bool, device=device))
 
 
@@ -96,6 +99,9 @@ def scaled_dot_product_attention(q, k, v, mask=None, return_weights=False):
         raise ValueError(f"head sizes differ: q has hs={q.size(-1)}, k has hs={k.size(-1)}")
     if k.size(-2) != v.size(-2):
         raise ValueError(f"k and v need the same length S; got {k.size(-2)} and {v.size(-2)}")
+    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool):
+        raise TypeError(f"mask must be a bool tensor (True = may attend), got "
+                        f"{getattr(mask, 'dtype', type(mask).__name__)}")  # fmt: skip
     hs = q.size(-1)
     # Dividing by √hs keeps the scores' variance near 1 for unit-variance q and k, so the
     # softmax does not saturate to one-hot as hs grows.
@@ -125,6 +131,8 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model, n_heads, bias=True, causal=False):
         super().__init__()
+        check_int(d_model, "d_model", low=1)
+        check_int(n_heads, "n_heads", low=1)
         if d_model % n_heads != 0:
             raise ValueError(
                 f"d_model ({d_model}) must be divisible by n_heads ({n_heads}): "
@@ -173,6 +181,8 @@ def attend(q, k, v, mask=None, return_weights: bool = False):
     (True, (1, 4, 3, 3))
     """
     B, nh, T, hs = q.shape
+    if nh % k.size(1):
+        raise ValueError(f"the {nh} query heads must divide among the {k.size(1)} k/v heads")
     nkv, g = k.size(1), nh // k.size(1)  # g query heads per k/v head
     if mask is None and T > 1:
         mask = causal_mask(T, device=q.device)  # (T, T)
@@ -202,6 +212,9 @@ def sinusoidal_positions(T: int, d_model: int, base: float = 10000.0) -> torch.T
     tensor([[0.0000, 1.0000, 0.0000, 1.0000],
             [0.8415, 0.5403, 0.0100, 0.9999]])
     """
+    check_int(T, "T", low=0)
+    check_int(d_model, "d_model", low=1)
+    check_number(base, "base", low=0, open_low=True)
     pos = torch.arange(T, dtype=torch.float32)[:, None]  # (T, 1)
     inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)  # (d/2,)
     angles = pos * inv_freq  # (T, 1) * (d/2,) -> (T, d/2)
@@ -225,6 +238,11 @@ def rope_cache(head_dim: int, T: int, base: float = 10000.0, device=None, dtype=
     tensor([[0.0000, 0.0000, 0.0000, 0.0000],
             [0.8415, 0.0100, 0.8415, 0.0100]])
     """
+    check_int(head_dim, "head_dim", low=2)
+    if head_dim % 2:
+        raise ValueError(f"head_dim must be even (channels turn in pairs), got {head_dim}")
+    check_int(T, "T", low=0)
+    check_number(base, "base", low=0, open_low=True)
     # Angles in float32 (as Llama does) even for bf16 tables: p * inv_freq grows large and
     # bf16 would lose the angle; float64 tables are computed in float64.
     work = torch.promote_types(dtype, torch.float32)
@@ -273,7 +291,8 @@ class LayerNorm(nn.Module):
 
     def __init__(self, dim, eps=1e-5, bias=True):
         super().__init__()
-        self.eps = eps
+        check_int(dim, "dim", low=1)
+        self.eps = check_number(eps, "eps", low=0)
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
@@ -298,7 +317,8 @@ class RMSNorm(nn.Module):
 
     def __init__(self, dim, eps=1e-6):
         super().__init__()
-        self.eps = eps
+        check_int(dim, "dim", low=1)
+        self.eps = check_number(eps, "eps", low=0)
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
@@ -330,6 +350,8 @@ class GELUMLP(nn.Module):
 
     def __init__(self, d_model, hidden, bias=True):
         super().__init__()
+        check_int(d_model, "d_model", low=1)
+        check_int(hidden, "hidden", low=1)
         self.c_fc = nn.Linear(d_model, hidden, bias=bias)
         self.c_proj = nn.Linear(hidden, d_model, bias=bias)
 
@@ -352,6 +374,8 @@ class SwiGLU(nn.Module):
 
     def __init__(self, d_model, hidden):
         super().__init__()
+        check_int(d_model, "d_model", low=1)
+        check_int(hidden, "hidden", low=1)
         self.gate_proj = nn.Linear(d_model, hidden, bias=False)
         self.up_proj = nn.Linear(d_model, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, d_model, bias=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from lmlib.runtime import eval_mode
+from lmlib.runtime import check_int, eval_mode
 
 
 def check_tokens(data, block_size: int, name: str = "data") -> None:
@@ -50,6 +50,8 @@ def get_batch(data, batch_size, block_size, generator=None, device=None):
     tensor([[15, 16, 17],
             [14, 15, 16]])
     """
+    check_int(batch_size, "batch_size", low=1)
+    check_int(block_size, "block_size", low=1)
     check_tokens(data, block_size)
     # A window of block_size + 1 tokens must fit, so it may start at 0 .. len - block_size - 1.
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
@@ -85,8 +87,10 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, seed=0, amp
     >>> {k: round(v, 4) for k, v in estimate_loss(model, splits, 2, 2, 4).items()}
     {'train': 1.3863, 'val': 1.3863}
     """
-    if eval_iters < 1:
-        raise ValueError(f"eval_iters must be at least 1, got {eval_iters}")
+    check_int(eval_iters, "eval_iters", low=1)
+    if not isinstance(splits, dict) or not splits:
+        raise TypeError(f"splits must be a non-empty dict name -> token tensor, got "
+                        f"{type(splits).__name__}")  # fmt: skip
     device = next(model.parameters()).device
     losses = {}
     with eval_mode(model):

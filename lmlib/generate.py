@@ -29,6 +29,8 @@ torch.Size([1, 7])
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +38,9 @@ from dataclasses import dataclass
 
 import torch
 
+from lmlib.inputs import check_token_ids
 from lmlib.kvcache import KVCache
+from lmlib.runtime import check_int
 from lmlib.sampling import LogitsProcessor, apply_repetition_penalty, sample
 
 
@@ -85,8 +89,8 @@ class GenerationConfig:
         def is_int(x, low):
             return isinstance(x, int) and not isinstance(x, bool) and x >= low
 
-        def is_number(x):
-            return isinstance(x, (int, float)) and not isinstance(x, bool)
+        def is_number(x):  # finite: an infinite temperature would make every token alike
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
         check(is_int(self.max_new_tokens, 0), "max_new_tokens", "an int >= 0")
         check(isinstance(self.do_sample, bool), "do_sample", "True or False")
@@ -166,8 +170,10 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
             [0, 0, 8]]), tensor([[1, 1, 1],
             [0, 0, 1]]))
     """
-    if not rows or any(len(r) == 0 for r in rows):
-        raise ValueError("every prompt needs at least one token")
+    if isinstance(rows, (str, torch.Tensor)) or not rows or any(len(r) == 0 for r in rows):
+        raise ValueError("rows must be a non-empty list of token-id lists, each prompt with at "
+                         "least one token")  # fmt: skip
+    check_int(pad_id, "pad_id", low=0)
     T = max(len(r) for r in rows)
     idx = torch.tensor([[pad_id] * (T - len(r)) + list(r) for r in rows])
     mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows])
@@ -182,19 +188,25 @@ def token_id_list(token_ids) -> list[int]:
     """
     if token_ids is None:
         return []
-    return [int(token_ids)] if isinstance(token_ids, int) else [int(t) for t in token_ids]
+    ids = [token_ids] if isinstance(token_ids, numbers.Integral) else list(token_ids)
+    return [int(check_int(t, "token id", low=0)) for t in ids]
 
 
 def check_prompt(model, idx, cfg: GenerationConfig, attention_mask=None) -> int:
     """Clear errors for a bad prompt; returns how many of the last positions the model reads
     at each step (the sliding window, else the whole ``block_size``)."""
-    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.size(1) == 0:
-        shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
-        raise ValueError(f"idx must be a non-empty (B, T) tensor of token ids, got {shape}")
+    config = getattr(model, "config", None)
+    if not isinstance(model, torch.nn.Module) or not hasattr(config, "block_size"):
+        raise TypeError(f"model must be lmlib's GPT or Llama (a module with config."
+                        f"block_size), got {type(model).__name__}")  # fmt: skip
+    if isinstance(idx, torch.Tensor) and idx.dim() == 2 and idx.size(1) == 0:
+        raise ValueError("idx must be a non-empty (B, T) tensor of token ids, got an empty one")
+    check_token_ids(idx, config.vocab_size)  # a float prompt would come back as float "ids"
     if attention_mask is not None:
-        if attention_mask.shape != idx.shape:
+        if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != idx.shape:
+            shape = getattr(attention_mask, "shape", type(attention_mask).__name__)
             raise ValueError(f"attention_mask must have idx's shape {tuple(idx.shape)}, "
-                             f"got {tuple(attention_mask.shape)}")  # fmt: skip
+                             f"got {shape}")  # fmt: skip
         if not attention_mask[:, -1].all():
             raise ValueError("pad prompts on the left (see left_pad): the last column of "
                              "attention_mask must be all ones")  # fmt: skip
@@ -239,6 +251,8 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
     cfg = resolve(config, **options)
     if cfg.num_beams > 1:
         raise ValueError("num_beams > 1 is beam search: call lmlib.beam_search.beam_search")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be None or a torch.Generator, got {generator!r}")
     window = check_prompt(model, idx, cfg, attention_mask)  # the model reads the last `window`
     B, T = idx.shape
     eos = token_id_list(cfg.eos_token_id)
@@ -303,6 +317,8 @@ def generate(model, idx: torch.Tensor, config: GenerationConfig | None = None, *
       step random.
     """
     cfg = resolve(config, **options)
+    if streamer is not None and not callable(streamer):
+        raise TypeError(f"streamer must be None or a function of each token, got {streamer!r}")
     tokens = []
     for token in stream(model, idx, cfg, attention_mask=attention_mask, generator=generator):
         if streamer is not None:
@@ -322,8 +338,8 @@ def generate_text(model, tokenizer, prompts: list[str],
     and ``pad_token_id`` default to the tokenizer's. ``stop_strings`` are checked on the
     decoded text, since a string can be split into tokens in more than one way.
     """
-    if isinstance(prompts, str) or not prompts:
-        raise ValueError("prompts must be a non-empty list of strings")
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.60}")
     cfg = resolve(config, **options)
     eos_id = cfg.eos_token_id if cfg.eos_token_id is not None else tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -362,6 +378,9 @@ def time_generation(model, idx, lengths: list[int], config: GenerationConfig | N
     re-reads T + i tokens, so it grows faster (quadratically once attention dominates).
     """
     cfg = resolve(config, **options)
+    check_int(repeats, "repeats", low=1)  # the median of no runs is undefined
+    if isinstance(lengths, (str, int)) or not all(isinstance(n, int) for n in lengths):
+        raise TypeError(f"lengths must be a list of ints (token counts), got {lengths!r}")
     generate(model, idx, cfg.replace(max_new_tokens=1))  # warm-up: first calls allocate
     seconds = []
     for n in lengths:

@@ -75,9 +75,11 @@ def positions_and_mask(B: int, T: int, block_size: int, cache=None, attention_ma
         # None is plain causal (nothing cached) or one new token that may see everything.
         mask = None if past == 0 or T == 1 else decoder_mask(T, past, device=device)
         return pos, mask
-    if attention_mask.shape != (B, past + T):
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != (B, past + T):
+        shape = (tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor)
+                 else type(attention_mask).__name__)  # fmt: skip
         raise ValueError(f"attention_mask must have shape (B, cached + new) = "
-                         f"{(B, past + T)}, got {tuple(attention_mask.shape)}")  # fmt: skip
+                         f"{(B, past + T)}, got {shape}")  # fmt: skip
     # Left padding: count positions from each row's first real token, so that a padded
     # prompt sees the same positions as the prompt alone.
     pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T)
@@ -99,7 +101,11 @@ def decoder_inputs(embedding: nn.Embedding, idx, inputs_embeds, block_size: int,
     if (idx is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of idx (B, T) token ids and inputs_embeds (B, T, C)")
     if idx is not None:
-        x = embedding(_check_token_ids(idx, block_size, embedding.num_embeddings))
+        idx = check_token_ids(idx, embedding.num_embeddings)
+        if idx.size(1) > block_size:
+            raise ValueError(f"sequence length {idx.size(1)} exceeds the model's block_size "
+                             f"{block_size}")  # fmt: skip
+        x = embedding(idx)
     else:
         C, x = embedding.embedding_dim, inputs_embeds
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.size(-1) != C:
@@ -109,16 +115,21 @@ def decoder_inputs(embedding: nn.Embedding, idx, inputs_embeds, block_size: int,
     return (x, *positions_and_mask(B, T, block_size, cache, attention_mask, device=x.device))
 
 
-def _check_token_ids(idx, block_size: int, vocab_size: int) -> torch.Tensor:
-    """idx as int64 (nn.Embedding wants it), or a clear error naming what is wrong."""
+def check_token_ids(idx, vocab_size: int, name: str = "idx") -> torch.Tensor:
+    """``idx`` as int64 (what ``nn.Embedding`` wants) if it is a 2-D (B, T) tensor of integer
+    ids in [0, vocab_size); else an error naming what is wrong. A float tensor is refused,
+    not rounded: ids 1.7 and 2.2 are no tokens.
+
+    >>> check_token_ids(torch.tensor([[1.0, 2.0]]), 5)
+    Traceback (most recent call last):
+    ...
+    TypeError: idx must hold integer token ids (torch.long), got torch.float32
+    """
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
-        raise ValueError(f"idx must be a 2-D (B, T) tensor of token ids, got shape {shape}")
+        raise ValueError(f"{name} must be a 2-D (B, T) tensor of token ids, got shape {shape}")
     if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-        raise TypeError(f"idx must hold integer token ids (torch.long), got {idx.dtype}")
-    T = idx.shape[1]
-    if T > block_size:
-        raise ValueError(f"sequence length {T} exceeds the model's block_size {block_size}")
+        raise TypeError(f"{name} must hold integer token ids (torch.long), got {idx.dtype}")
     if idx.numel() and (idx.min() < 0 or idx.max() >= vocab_size):
         raise ValueError(
             f"token ids must lie in [0, {vocab_size}), got min {int(idx.min())} "

@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from lmlib.runtime import check_int
+
 
 class LayerKV:
     """One layer's keys and values, (B, nkv, max_len, hs) each, filled up to ``length``.
@@ -48,6 +50,17 @@ class LayerKV:
 
     def update(self, k: torch.Tensor, v: torch.Tensor):
         """Append k, v (B, nkv, T, hs); return every key and value so far, (B, nkv, S, hs)."""
+        if (
+            k.shape != v.shape
+            or k.dim() != 4
+            or (k.size(0), k.size(1), k.size(3))
+            != (self.k.size(0), self.k.size(1), self.k.size(3))
+        ):
+            raise ValueError(
+                f"k and v must both be (B, nkv, T, hs) = {tuple(self.k.shape[:2])} "
+                f"+ (T, {self.k.size(3)}), got {tuple(k.shape)} and "
+                f"{tuple(v.shape)}"
+            )
         start, end = self.length, self.length + k.size(2)
         if end > self.k.size(2):
             raise ValueError(f"KV cache holds {self.k.size(2)} positions; {end} do not fit")
@@ -66,6 +79,10 @@ class KVCache:
 
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, max_len: int,
                  head_dim: int, device=None, dtype=torch.float32):  # fmt: skip
+        for name, value in (("n_layers", n_layers), ("batch_size", batch_size),
+                            ("n_kv_heads", n_kv_heads), ("max_len", max_len),
+                            ("head_dim", head_dim)):  # fmt: skip
+            check_int(value, name, low=1)
         shape = (batch_size, n_kv_heads, max_len, head_dim)
 
         def zeros():
@@ -96,6 +113,12 @@ class KVCache:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` (new row i = old row index[i]); beam search uses this."""
+        index = torch.as_tensor(index)
+        if index.dim() != 1 or index.is_floating_point() or index.dtype == torch.bool:
+            raise ValueError(f"index must be a 1-D tensor of row numbers, got {index!r:.60}")
+        if len(index) and (index.min() < 0 or index.max() >= self.batch_size):
+            raise ValueError(f"index must pick rows in [0, {self.batch_size}), got "
+                             f"{index.tolist()[:8]}")  # fmt: skip
         for layer in self.layers:
             layer.k, layer.v = layer.k[index], layer.v[index]
 
@@ -110,6 +133,7 @@ class KVCache:
         >>> cache.length
         1
         """
+        check_int(length, "length")
         if not 0 <= length <= self.length:
             raise ValueError(f"length must lie in [0, {self.length}] (positions cached), "
                              f"got {length}")  # fmt: skip
@@ -164,6 +188,8 @@ def kv_cache_bytes(config, batch_size: int, seq_len: int, dtype=torch.float32) -
     >>> kv_cache_bytes(LlamaConfig(), batch_size=1, seq_len=1024, dtype=torch.bfloat16)
     23592960
     """
+    check_int(batch_size, "batch_size", low=0)
+    check_int(seq_len, "seq_len", low=0)
     bytes_per_element = torch.empty((), dtype=dtype).element_size()
     c = config
     return 2 * c.n_layers * c.n_kv_heads * c.head_dim * seq_len * batch_size * bytes_per_element

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from lmlib.perplexity import logits_of
-from lmlib.runtime import eval_mode
+from lmlib.runtime import check_int, eval_mode
 
 
 @dataclass
@@ -71,10 +71,12 @@ def probe_memorization(model, data, starts, prefix_len: int, suffix_len: int) ->
     data = torch.as_tensor(data)
     if data.dim() != 1 or data.is_floating_point():
         raise ValueError("data must be a 1-D sequence of integer token ids")
-    if prefix_len < 1 or suffix_len < 1:
-        raise ValueError(f"prefix_len and suffix_len must be >= 1, got {prefix_len}, "
-                         f"{suffix_len}")  # fmt: skip
-    starts = torch.as_tensor(starts, dtype=torch.long).reshape(-1)  # (N,)
+    check_int(prefix_len, "prefix_len", low=1)
+    check_int(suffix_len, "suffix_len", low=1)
+    starts = torch.as_tensor(starts)
+    if starts.numel() and (starts.is_floating_point() or starts.dtype == torch.bool):
+        raise TypeError(f"starts must be integer positions in data, got {starts.dtype}")
+    starts = starts.long().reshape(-1)  # (N,)
     end = prefix_len + suffix_len
     if len(starts) == 0 or starts.min() < 0 or starts.max() + end > len(data):
         raise ValueError(f"every start s needs 0 <= s and s + {end} <= {len(data)} tokens")

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from lmlib.attention import GELUMLP, LayerNorm, RMSNorm, SwiGLU, apply_rope, attend, rope_cache
 from lmlib.inputs import decoder_inputs
+from lmlib.runtime import check_int, check_number
 
 if TYPE_CHECKING:
     from lmlib.kvcache import KVCache
@@ -65,11 +66,28 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor 
     """
     if targets is None:
         return None
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(
+            f"targets must be a (B, T) tensor of token ids, got {type(targets).__name__}"
+        )
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise TypeError(f"targets must hold integer token ids (or -100), got {targets.dtype}: "
+                        f"floats would be truncated to other tokens")  # fmt: skip
     if targets.shape != logits.shape[:2]:
         raise ValueError(f"targets must have shape {tuple(logits.shape[:2])}, "
                          f"got {tuple(targets.shape)}")  # fmt: skip
     V = logits.size(-1)
     return F.cross_entropy(logits.view(-1, V), targets.reshape(-1).long(), ignore_index=-100)
+
+
+def _check_config(config, ints: tuple[str, ...]) -> None:
+    """Both configs' checks: sizes are ints >= 1 and the heads divide the channels."""
+    for name in ints:
+        check_int(getattr(config, name), name, low=1)
+    if config.d_model % config.n_heads:
+        raise ValueError(f"d_model {config.d_model} is not divisible by n_heads "
+                         f"{config.n_heads}: each head gets d_model // n_heads "
+                         f"channels")  # fmt: skip
 
 
 class Block(nn.Module):
@@ -131,6 +149,13 @@ class GPTConfig:
     dropout: float = 0.0  # on embeddings and residual branches; 0.0 for inference and tests
     bias: bool = True  # bias in Linears and LayerNorms, like GPT-2
     layer_norm_eps: float = 1e-5  # GPT-2's epsilon inside LayerNorm
+
+    def __post_init__(self):
+        _check_config(self, ("block_size", "vocab_size", "n_layers", "n_heads", "d_model"))
+        check_number(self.dropout, "dropout", 0, 1)
+        check_number(self.layer_norm_eps, "layer_norm_eps", low=0)
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"bias must be True or False, got {self.bias!r}")
 
     @property
     def head_dim(self) -> int:
@@ -247,6 +272,20 @@ class LlamaConfig:
     rope_base: float = 100000.0  # RoPE base: larger means slower rotation, longer contexts
     rms_eps: float = 1e-5  # epsilon inside RMSNorm
     tie_embeddings: bool = True  # lm_head shares the embedding matrix (small models do)
+
+    def __post_init__(self):
+        names = ("vocab_size", "block_size", "n_layers", "n_heads", "n_kv_heads", "d_model")
+        _check_config(self, names + ("hidden",))
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"d_model must divide by n_heads, and n_heads by n_kv_heads: "
+                             f"got n_heads {self.n_heads}, n_kv_heads "
+                             f"{self.n_kv_heads}")  # fmt: skip
+        if self.head_dim % 2:  # RoPE turns channels in pairs
+            raise ValueError(f"head_dim = d_model // n_heads = {self.head_dim} must be even")
+        check_number(self.rope_base, "rope_base", low=0, open_low=True)
+        check_number(self.rms_eps, "rms_eps", low=0)
+        if not isinstance(self.tie_embeddings, bool):
+            raise TypeError(f"tie_embeddings must be True or False, got {self.tie_embeddings!r}")
 
     @property
     def head_dim(self) -> int:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
+from lmlib.runtime import check_int
+
 if TYPE_CHECKING:  # only for the annotations: lmlib.train imports this module
     from lmlib.train import TrainConfig
 
@@ -39,6 +41,7 @@ def lr_at(it: int, cfg: TrainConfig) -> float:
     >>> [lr_at(it, cfg) for it in range(4)]
     [1.0, 0.75, 0.5, 0.25]
     """
+    check_int(it, "it", low=0)
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / cfg.warmup_iters  # it + 1: step 0 is not wasted
     if it >= cfg.decay_iters:

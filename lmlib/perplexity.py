@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from lmlib.runtime import check_int
+
 
 def logits_of(output) -> torch.Tensor:
     """The logits of a model's output: lmlib's `LMOutput`, Hugging Face's, or a tensor.
@@ -56,7 +58,8 @@ def sliding_window_perplexity(model, ids, window: int, stride: int | None = None
     ids = torch.as_tensor(ids)
     if ids.dim() != 1 or ids.is_floating_point() or len(ids) < 2:
         raise ValueError("ids must be a 1-D sequence of at least 2 integer token ids")
-    stride = window if stride is None else stride
+    check_int(window, "window", low=1)
+    stride = window if stride is None else check_int(stride, "stride", low=1)
     if not 1 <= stride <= window:
         raise ValueError(f"need 1 <= stride <= window, got stride {stride}, window {window}")
     device = next(model.parameters()).device

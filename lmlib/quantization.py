@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmlib.finetune import name_ends_with, replace_modules
+from lmlib.runtime import check_int
 
 
 def quantize(w: torch.Tensor, bits: int = 8, group_size: int | None = None):
@@ -60,10 +61,9 @@ def quantize(w: torch.Tensor, bits: int = 8, group_size: int | None = None):
         raise TypeError(f"w must be a floating-point tensor, got {type(w).__name__}")
     if w.dim() != 2:
         raise ValueError(f"w must be 2-D (out, in), got shape {tuple(w.shape)}")
-    if not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an integer from 2 to 8, got {bits!r}")
+    check_int(bits, "bits", 2, 8)
     out, n_in = w.shape
-    g = n_in if group_size is None else group_size
+    g = n_in if group_size is None else check_int(group_size, "group_size", low=1)
     if g < 1 or n_in % g:
         raise ValueError(f"group_size must divide the row length {n_in}, got {group_size}")
     qmax = 2 ** (bits - 1) - 1
@@ -77,6 +77,9 @@ def quantize(w: torch.Tensor, bits: int = 8, group_size: int | None = None):
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     """The approximate weight ``scale * q``, (out, in), from `quantize`'s output."""
+    if not (isinstance(q, torch.Tensor) and isinstance(scale, torch.Tensor)):
+        raise TypeError(f"q and scale must be tensors (quantize's output), got "
+                        f"{type(q).__name__} and {type(scale).__name__}")  # fmt: skip
     if q.dim() != 2 or scale.dim() != 2 or scale.shape[0] != q.shape[0]:
         raise ValueError(f"need q (out, in) and scale (out, G), got {tuple(q.shape)} "
                          f"and {tuple(scale.shape)}")  # fmt: skip
@@ -98,6 +101,8 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, bits: int = 8, group_size: int | None = None):
         super().__init__()
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.bits = bits  # the integers' range; each still takes one byte here
         q, scale = quantize(linear.weight.detach(), bits, group_size)
@@ -124,6 +129,8 @@ def quantize_linears(model: nn.Module, skip: tuple[str, ...] = ("lm_head",), bit
     would untie it and store the matrix twice.
     """
 
+    skip = (skip,) if isinstance(skip, str) else skip  # one name, not its letters
+
     def match(name, module):
         return isinstance(module, nn.Linear) and not name_ends_with(name, skip)
 
@@ -140,6 +147,8 @@ def dynamic_int8(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> nn.M
     package; its warnings are silenced here because the function still works.
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    skip = (skip,) if isinstance(skip, str) else skip  # one name, not its letters
 
     spec = {name: per_channel_dynamic_qconfig for name, m in model.named_modules()
             if isinstance(m, nn.Linear) and not name_ends_with(name, skip)}  # fmt: skip
@@ -183,6 +192,7 @@ def serialized_bytes(model: nn.Module) -> int:
 def time_forward(model, idx: torch.Tensor, repeats: int = 3) -> float:
     """Median seconds of ``model(idx)`` over ``repeats`` calls, after one untimed warm-up call
     (the first call allocates memory and picks kernels)."""
+    check_int(repeats, "repeats", low=1)  # the median of no runs is undefined
     sync = torch.cuda.synchronize if idx.is_cuda else (lambda: None)  # GPUs run ahead
     model(idx)
     times = []

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from lmlib.runtime import check_int, check_number
+
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens, logits)
 
 
@@ -35,8 +37,8 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     >>> apply_temperature(torch.tensor([[2.0, 0.0]]), 2.0)
     tensor([[1., 0.]])
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature} (greedy: do_sample=False)")
+    # Greedy decoding is do_sample=False, not temperature 0; inf would make all tokens alike.
+    check_number(temperature, "temperature", low=0, open_low=True)
     return logits / temperature
 
 
@@ -46,8 +48,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     >>> top_k_filter(torch.tensor([[1.0, 3.0, 2.0, 0.0]]), k=2)
     tensor([[-inf, 3., 2., -inf]])
     """
-    if not (isinstance(k, int) and k >= 1):
-        raise ValueError(f"top_k must be a positive int, got {k!r}")
+    check_int(k, "top_k", low=1)
     kth = logits.topk(min(k, logits.size(-1)), dim=-1).values[..., -1:]  # (B, 1)
     return logits.masked_fill(logits < kth, float("-inf"))
 
@@ -63,8 +64,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     >>> top_p_filter(torch.tensor([0.5, 0.3, 0.2]).log()[None], p=0.7).exp()
     tensor([[0.5000, 0.3000, 0.0000]])
     """
-    if not 0 < p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    check_number(p, "top_p", 0, 1, open_low=True)
     sorted_logits, order = logits.sort(dim=-1)  # ascending: least likely first
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
     remove = cumulative <= 1 - p
@@ -82,8 +82,7 @@ def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     >>> min_p_filter(torch.tensor([0.6, 0.3, 0.1]).log()[None], min_p=0.25).exp()
     tensor([[0.6000, 0.3000, 0.0000]])
     """
-    if not 0 <= min_p <= 1:
-        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+    check_number(min_p, "min_p", 0, 1)
     probs = logits.softmax(dim=-1)  # (B, V)
     remove = probs < min_p * probs.amax(dim=-1, keepdim=True)
     remove = remove.scatter(-1, probs.argmax(dim=-1, keepdim=True), False)  # keep one
@@ -100,8 +99,10 @@ def apply_repetition_penalty(logits, idx, penalty: float, attention_mask=None):
     >>> apply_repetition_penalty(logits, torch.tensor([[0, 1, 1]]), penalty=2.0)  # 2 unseen
     tensor([[ 1., -4.,  2.]])
     """
-    if not penalty > 0:
-        raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
+    check_number(penalty, "repetition_penalty", low=0, open_low=True)
+    if not isinstance(idx, torch.Tensor) or idx.dtype != torch.long or idx.dim() != 2:
+        raise TypeError(f"idx must be a (B, T) torch.long tensor of token ids, got "
+                        f"{getattr(idx, 'dtype', type(idx).__name__)}")  # fmt: skip
     weight = torch.ones_like(idx) if attention_mask is None else attention_mask.long()
     counts = torch.zeros(logits.shape, dtype=torch.long, device=logits.device)
     seen = counts.scatter_add(-1, idx, weight) > 0  # (B, V): token occurs in a real position
@@ -142,8 +143,7 @@ class FixedForm:
             if not (is_id or (is_mask and entry.dtype == torch.bool)):
                 raise ValueError(f"allowed[{i}] must be a (V,) bool tensor or a token id >= 0, "
                                  f"got {entry!r}")  # fmt: skip
-        if not (isinstance(start, int) and start >= 0):
-            raise ValueError(f"start must be an int >= 0, got {start!r}")
+        check_int(start, "start", low=0)
         self.allowed, self.start = list(allowed), start
 
     def __len__(self) -> int:

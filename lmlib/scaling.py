@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+from lmlib.runtime import check_number
+
 
 def compute_optimal(flops: float, tokens_per_param: float = 20.0) -> tuple[float, float]:
     """Parameters N and training tokens D that spend ``flops`` compute-optimally.
@@ -24,8 +26,7 @@ def compute_optimal(flops: float, tokens_per_param: float = 20.0) -> tuple[float
     >>> compute_optimal(1.2e20)  # 6 * 1e9 parameters * 2e10 tokens
     (1000000000.0, 20000000000.0)
     """
-    if not flops > 0 or not tokens_per_param > 0:
-        raise ValueError(f"flops and tokens_per_param must be positive, got {flops}, "
-                         f"{tokens_per_param}")  # fmt: skip
+    check_number(flops, "flops", low=0, open_low=True)
+    check_number(tokens_per_param, "tokens_per_param", low=0, open_low=True)
     n = math.sqrt(flops / (6.0 * tokens_per_param))
     return n, tokens_per_param * n

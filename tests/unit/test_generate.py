@@ -524,3 +524,25 @@ def test_smollm2_generate_text_stops_at_a_stop_string(smollm2):
     out = generate_text(ours, tok, texts, max_new_tokens=24, stop_strings=["\n"])
     assert len(out) == 3 and all("\n" not in t for t in out)
     assert "5" in out[2] or "five" in out[2].lower(), out[2]
+
+
+def test_float_or_out_of_range_prompts_are_refused_not_rounded(tiny_gpt):
+    idx, _, _ = prompts((5, 2))
+    with pytest.raises(TypeError, match="idx must hold integer token ids"):
+        generate(tiny_gpt, idx.float(), max_new_tokens=2)  # used to return float "ids"
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 99\), got min 0 and max 99"):
+        generate(tiny_gpt, idx.clamp(max=0) + torch.tensor([[0] * 4 + [99]]), max_new_tokens=2)
+    with pytest.raises(TypeError, match="model must be lmlib's GPT or Llama"):
+        generate(torch.nn.Linear(2, 2), idx, max_new_tokens=2)
+    with pytest.raises(TypeError, match="generator must be None or a torch.Generator"):
+        generate(tiny_gpt, idx, max_new_tokens=2, do_sample=True, generator=0)
+    with pytest.raises(TypeError, match="streamer must be None or a function"):
+        generate(tiny_gpt, idx, max_new_tokens=2, streamer="print")
+    with pytest.raises(ValueError, match="repeats must be an int >= 1, got 0"):
+        time_generation(tiny_gpt, idx, [1], repeats=0)  # was statistics.StatisticsError
+    with pytest.raises(TypeError, match="lengths must be a list of ints"):
+        time_generation(tiny_gpt, idx, 4)
+    with pytest.raises(ValueError, match="prompts must be a non-empty list of strings"):
+        generate_text(tiny_gpt, None, "a single string")
+    with pytest.raises(ValueError, match="pad_id must be an int >= 0, got -1"):
+        left_pad([[1]], pad_id=-1)

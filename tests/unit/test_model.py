@@ -289,7 +289,7 @@ def test_bad_targets_and_configs_give_clear_errors(tiny_gpt):
         tiny_gpt(torch.zeros(1, 4, dtype=torch.long), targets=torch.zeros(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="not divisible by n_heads"):
         GPT(GPTConfig(d_model=10, n_heads=3, n_layers=1))
-    with pytest.raises(ValueError, match="n_heads by n_kv_heads"):
+    with pytest.raises(ValueError, match="n_heads by n_kv_heads: got n_heads 9, n_kv_heads 2"):
         Llama(LlamaConfig(n_layers=1, n_heads=9, n_kv_heads=2))
 
 

@@ -90,8 +90,16 @@ def test_sample_draws_only_kept_tokens():
 
 
 def test_bad_filter_arguments_give_clear_errors():
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0.0"):
         apply_temperature(random_logits(0), 0.0)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got inf"):
+        apply_temperature(random_logits(0), float("inf"))  # would make every token alike
+    with pytest.raises(TypeError, match="top_k must be an int >= 1, got True"):
+        top_k_filter(random_logits(0), True)
+    with pytest.raises(TypeError, match="top_p must be a finite number in"):
+        top_p_filter(random_logits(0), "0.9")
+    with pytest.raises(TypeError, match="idx must be a \\(B, T\\) torch.long tensor"):
+        apply_repetition_penalty(random_logits(0), torch.zeros(4, 1), 1.5)
     with pytest.raises(ValueError, match="top_k"):
         top_k_filter(random_logits(0), 0)
     with pytest.raises(ValueError, match="top_p"):

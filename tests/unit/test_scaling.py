@@ -14,6 +14,7 @@ def test_compute_optimal_solves_6nd_with_20_tokens_per_parameter():
     assert n == pytest.approx(70e9, rel=0.01) and d == pytest.approx(1.4e12, rel=0.01)
     n, d = compute_optimal(1e21, tokens_per_param=100)
     assert d / n == pytest.approx(100)
-    for bad in [(0,), (-1.0,), (1e21, 0)]:
-        with pytest.raises(ValueError, match="positive"):
+    for bad, name in [((0,), "flops"), ((-1.0,), "flops"), ((float("inf"),), "flops"),
+                      ((1e21, 0), "tokens_per_param")]:  # fmt: skip
+        with pytest.raises(ValueError, match=f"{name} must be a finite number > 0"):
             compute_optimal(*bad)
