@@ -9,6 +9,8 @@
 
 Perplexity, the language-modelling metric, is ``exp`` of the mean cross-entropy (Chapter 1).
 Everything here takes plain Python lists: the metrics do not care where predictions came from.
+Text metrics take token lists, and refuse a string: a string would be scored character by
+character, a plausible and wrong number.
 """
 
 from __future__ import annotations
@@ -16,18 +18,35 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+
+from lmlib.runtime import check_int
 
 # --------------------------------------------------------------------------------------------
 # Classification
 
 
-def _check_pair(gold: Sequence, pred: Sequence) -> None:
+def _sequence(value, name: str, of: str = "labels") -> list:
+    """``value`` as a list, or a TypeError for a string or anything that is not a sequence."""
+    if isinstance(value, str) or not hasattr(value, "__len__") or isinstance(value, (set, dict)):
+        hint = ": split it first (str.split() or rouge_tokenize)" if isinstance(value, str) else ""
+        raise TypeError(f"{name} must be a list of {of}, got {value!r:.50}{hint}")
+    return _as_list(value)
+
+
+def _tokens(value, name: str) -> list:
+    return _sequence(value, name, of="tokens")
+
+
+def _check_pair(gold: Sequence, pred: Sequence) -> tuple[list, list]:
+    """Both as lists (a tensor's elements would compare as tensors), of equal length."""
+    gold, pred = _sequence(gold, "gold"), _sequence(pred, "pred")
     if len(gold) != len(pred):
         raise ValueError(f"gold and pred must have the same length, got {len(gold)} and "
                          f"{len(pred)}")  # fmt: skip
     if not gold:
         raise ValueError("no examples: the metric is undefined")
+    return gold, pred
 
 
 def accuracy(gold: Sequence[int], pred: Sequence[int]) -> float:
@@ -36,7 +55,7 @@ def accuracy(gold: Sequence[int], pred: Sequence[int]) -> float:
     >>> accuracy([1, 0, 1, 1], [1, 1, 1, 0])
     0.5
     """
-    _check_pair(gold, pred)
+    gold, pred = _check_pair(gold, pred)
     return sum(g == p for g, p in zip(gold, pred)) / len(gold)
 
 
@@ -46,7 +65,13 @@ def confusion_matrix(gold: Sequence[int], pred: Sequence[int], n_classes: int | 
     >>> confusion_matrix([1, 0, 1, 1], [1, 1, 1, 0])
     [[0, 1], [1, 2]]
     """
-    _check_pair(gold, pred)
+    gold, pred = _check_pair(gold, pred)
+    if n_classes is not None:
+        check_int(n_classes, "n_classes", low=1)
+    high = None if n_classes is None else n_classes - 1
+    for name, labels in (("gold", gold), ("pred", pred)):
+        for label in labels:  # a negative label would silently count as the last class
+            check_int(label, f"every label in {name}", 0, high)
     n = n_classes or max(max(gold), max(pred)) + 1
     m = [[0] * n for _ in range(n)]
     for g, p in zip(gold, pred):
@@ -65,7 +90,7 @@ def precision_recall_f1(gold, pred, positive: int = 1) -> dict[str, float]:
     >>> round(r["precision"], 4), round(r["recall"], 4), round(r["f1"], 4)
     (0.6667, 0.6667, 0.6667)
     """
-    _check_pair(gold, pred)
+    gold, pred = _check_pair(gold, pred)
     tp = sum(g == positive and p == positive for g, p in zip(gold, pred))
     fp = sum(g != positive and p == positive for g, p in zip(gold, pred))
     fn = sum(g == positive and p != positive for g, p in zip(gold, pred))
@@ -77,6 +102,9 @@ def precision_recall_f1(gold, pred, positive: int = 1) -> dict[str, float]:
 
 def classification_report(gold, pred, names: Sequence[str]) -> str:
     """Per-class precision, recall, F1 and support, their macro average, and accuracy."""
+    if isinstance(names, str) or not names or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"names must be a non-empty list of class names, got {names!r:.50}")
+    gold, pred = _check_pair(gold, pred)
     rows = [precision_recall_f1(gold, pred, positive=c) for c in range(len(names))]
     width = max(12, *map(len, names))
     lines = [f"{'':<{width}} precision  recall      f1  support"]
@@ -100,9 +128,17 @@ def recall_at_k(ranked: Sequence, relevant: set, k: int) -> float:
     >>> recall_at_k(["p3", "p1", "p7"], {"p1", "p9"}, k=2)
     0.5
     """
+    ranked, relevant = _sequence(ranked, "ranked", of="retrieved ids"), _relevant(relevant)
+    check_int(k, "k", low=1)  # k = -1 would slice off the last item and score it anyway
     if not relevant:
         raise ValueError("recall is undefined without relevant items")
-    return len(set(ranked[:k]) & set(relevant)) / len(relevant)
+    return len(set(ranked[:k]) & relevant) / len(relevant)
+
+
+def _relevant(relevant) -> set:
+    if isinstance(relevant, str) or not isinstance(relevant, Collection):
+        raise TypeError(f"relevant must be a set of ids (one id: {{id}}), got {relevant!r:.50}")
+    return set(relevant)
 
 
 def reciprocal_rank(ranked: Sequence, relevant: set) -> float:
@@ -111,6 +147,7 @@ def reciprocal_rank(ranked: Sequence, relevant: set) -> float:
     >>> reciprocal_rank(["p3", "p1", "p7"], {"p1", "p9"})
     0.5
     """
+    ranked, relevant = _sequence(ranked, "ranked", of="retrieved ids"), _relevant(relevant)
     return next((1 / (i + 1) for i, item in enumerate(ranked) if item in relevant), 0.0)
 
 
@@ -120,6 +157,8 @@ def normalize_answer(text: str) -> str:
     >>> normalize_answer("About 49,152 entries (0.1%).")
     'about 49152 entries 0.1%'
     """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower())
     words = re.sub(r"[^a-z0-9.%]+", " ", text).split()
     return " ".join(w.strip(".") for w in words if w.strip("."))
@@ -132,6 +171,9 @@ def contains_answer(prediction: str, answers: Sequence[str]) -> bool:
     >>> contains_answer("It has 49152 tokens.", ["49,152"]), contains_answer("Hugo", ["Hu"])
     (True, False)
     """
+    if isinstance(answers, str) or not all(isinstance(a, str) for a in answers):
+        raise TypeError(f"answers must be a list of acceptable answers (one: [answer]), got "
+                        f"{answers!r:.50}")  # fmt: skip
     text = f" {normalize_answer(prediction)} "
     return any(f" {normalize_answer(a)} " in text for a in answers)
 
@@ -146,6 +188,7 @@ def ngrams(tokens: Sequence[str], n: int) -> Counter:
     >>> sorted(ngrams("the cat the cat".split(), 2).items())
     [(('cat', 'the'), 1), (('the', 'cat'), 2)]
     """
+    check_int(n, "n", low=1)
     return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
@@ -155,6 +198,8 @@ def bleu_statistics(hypothesis: Sequence[str], reference: Sequence[str], max_n: 
     Clipping: a hypothesis n-gram counts at most as often as it occurs in the reference, so
     "the the the the" earns one match against "the cat", not four.
     """
+    hypothesis, reference = _tokens(hypothesis, "hypothesis"), _tokens(reference, "reference")
+    check_int(max_n, "max_n", low=1)
     matches, totals = [], []
     for n in range(1, max_n + 1):
         hyp, ref = ngrams(hypothesis, n), ngrams(reference, n)
@@ -176,7 +221,10 @@ def corpus_bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequen
     >>> round(corpus_bleu(["the cat sat on the mat".split()], ["the cat sat on a mat".split()]), 2)
     53.73
     """
+    hypotheses = [_tokens(h, "each hypothesis") for h in _sequence(hypotheses, "hypotheses")]
+    references = [_tokens(r, "each reference") for r in _sequence(references, "references")]
     _check_pair(hypotheses, references)
+    check_int(max_n, "max_n", low=1)
     matches, totals, c, r = [0] * max_n, [0] * max_n, 0, 0
     for hyp, ref in zip(hypotheses, references):
         m, t, hl, rl = bleu_statistics(hyp, ref, max_n)
@@ -208,11 +256,10 @@ def distinct_n(samples: Sequence[Sequence], n: int = 2) -> float:
     >>> distinct_n([[1, 2, 3], [1, 2, 4]], n=2)
     0.75
     """
-    if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_int(n, "n", low=1)
     counts = Counter()
-    for sample in samples:
-        counts += ngrams(_as_list(sample), n)
+    for sample in _sequence(samples, "samples", of="token lists"):
+        counts += ngrams(_tokens(sample, "each sample"), n)
     total = sum(counts.values())
     if total == 0:
         raise ValueError(f"no sample has {n} tokens: distinct-{n} is undefined")
@@ -228,9 +275,8 @@ def repetition(sample: Sequence, n: int = 4) -> float:
     >>> repetition("a b c a b c".split(), n=3)
     0.25
     """
-    if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    grams = ngrams(_as_list(sample), n)
+    check_int(n, "n", low=1)
+    grams = ngrams(_tokens(sample, "sample"), n)
     total = sum(grams.values())
     if total == 0:
         raise ValueError(f"a sample of {len(sample)} tokens has no {n}-grams")
@@ -247,6 +293,8 @@ def rouge_tokenize(text: str) -> list[str]:
     >>> rouge_tokenize("The cat's mat, 2 times!")
     ['the', 'cat', 's', 'mat', '2', 'times']
     """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
 
 
@@ -263,6 +311,7 @@ def rouge_n(candidate: Sequence[str], reference: Sequence[str], n: int = 1) -> d
     >>> r["precision"], r["recall"], round(r["f1"], 4)
     (1.0, 0.75, 0.8571)
     """
+    candidate, reference = _tokens(candidate, "candidate"), _tokens(reference, "reference")
     cand, ref = ngrams(candidate, n), ngrams(reference, n)
     overlap = sum(min(c, ref[g]) for g, c in cand.items())
     return _prf(overlap, sum(cand.values()), sum(ref.values()))
@@ -290,11 +339,15 @@ def rouge_l(candidate: Sequence[str], reference: Sequence[str]) -> dict:
     >>> round(rouge_l("the cat sat".split(), "the cat sat down".split())["f1"], 4)
     0.8571
     """
+    candidate, reference = _tokens(candidate, "candidate"), _tokens(reference, "reference")
     return _prf(lcs_length(candidate, reference), len(candidate), len(reference))
 
 
 def rouge(candidate: str, reference: str) -> dict[str, float]:
     """ROUGE-1, ROUGE-2 and ROUGE-L F1 of two texts (tokenized by `rouge_tokenize`)."""
+    for name, text in (("candidate", candidate), ("reference", reference)):
+        if not isinstance(text, str):  # token lists go to rouge_n and rouge_l
+            raise TypeError(f"{name} must be a str (a text), got {type(text).__name__}")
     c, r = rouge_tokenize(candidate), rouge_tokenize(reference)
     return {"rouge1": rouge_n(c, r, 1)["f1"], "rouge2": rouge_n(c, r, 2)["f1"],
             "rougeL": rouge_l(c, r)["f1"]}  # fmt: skip
@@ -313,6 +366,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     >>> round(pass_at_k(n=10, c=3, k=1), 4), round(pass_at_k(n=10, c=3, k=5), 4)
     (0.3, 0.9167)
     """
+    for name, value in (("n", n), ("c", c), ("k", k)):
+        check_int(value, name)
     if not 0 <= c <= n or not 1 <= k <= n:
         raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
     if n - c < k:

@@ -189,9 +189,11 @@ def test_diversity_and_repetition_by_hand():
 def test_diversity_and_repetition_bad_input():
     with pytest.raises(ValueError, match="no sample has 2 tokens"):
         distinct_n([[1], []])
-    with pytest.raises(ValueError, match="n must be a positive int"):
+    with pytest.raises(ValueError, match="n must be an int >= 1, got 0"):
         distinct_n([[1, 2]], n=0)
     with pytest.raises(ValueError, match="a sample of 3 tokens has no 4-grams"):
         repetition([1, 2, 3])
-    with pytest.raises(ValueError, match="n must be a positive int"):
+    with pytest.raises(TypeError, match="n must be an int >= 1, got 1.5"):
         repetition([1, 2, 3], n=1.5)
+    with pytest.raises(TypeError, match="sample must be a list of tokens, got 'a b c a b c'"):
+        repetition("a b c a b c")  # would count characters
