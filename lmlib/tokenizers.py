@@ -28,6 +28,8 @@ from pathlib import Path
 
 import regex
 
+from lmlib.runtime import check_int
+
 # GPT-2's pre-tokenizer: contractions, optional space + letters / digits / other symbols,
 # and runs of whitespace (the last space before a word stays with the word).
 GPT2_SPLIT_PATTERN = (
@@ -72,6 +74,7 @@ def naive_merges(ids: list[int], n_merges: int) -> list[tuple[int, int]]:
     >>> naive_merges(list(b"aaabdaaabac"), 3)
     [(97, 97), (97, 98), (256, 257)]
     """
+    check_int(n_merges, "n_merges", low=0)
     merges = []
     for new_id in range(256, 256 + n_merges):
         counts = count_pairs(ids)
@@ -150,11 +153,17 @@ class CharTokenizer:
     """
 
     def __init__(self, chars: list[str]):
+        if isinstance(chars, str) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+            raise TypeError(f"chars must be a list of single characters, got {chars!r:.50}")
+        if len(set(chars)) != len(chars):
+            raise ValueError("chars must not repeat a character: each gets one id")
         self.itos = list(chars)
         self.stoi = {c: i for i, c in enumerate(self.itos)}
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"text must be a non-empty str, got {text!r:.50}")
         return cls(sorted(set(text)))
 
     @property
@@ -177,8 +186,12 @@ class CharTokenizer:
 
 
 def _check_ids(ids) -> None:
-    if isinstance(ids, (str, bytes)) or not all(isinstance(i, numbers.Integral) for i in ids):
-        raise TypeError("decode expects a sequence of int token ids")
+    if (
+        isinstance(ids, (str, bytes))
+        or not hasattr(ids, "__iter__")
+        or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ids)
+    ):
+        raise TypeError(f"decode expects a sequence of int token ids, got {ids!r:.50}")
 
 
 class BPETokenizer:
@@ -215,8 +228,7 @@ class BPETokenizer:
             raise TypeError(f"train expects a str, got {type(text).__name__}")
         if not text:
             raise ValueError("cannot train on empty text")
-        if vocab_size < 256:
-            raise ValueError(f"vocab_size must be >= 256 (the byte tokens), got {vocab_size}")
+        check_int(vocab_size, "vocab_size (at least the 256 byte tokens)", low=256)
         chunks = Counter(c.encode("utf-8") for c in self._chunks(text))
         learned = _learn_merges(chunks, vocab_size - 256)
         self._set_merges([pair for pair, _ in learned])
@@ -283,9 +295,30 @@ class BPETokenizer:
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:
         """A new tokenizer from a ``save`` file: ``tok = RegexBPETokenizer.load(path)``."""
-        state = json.loads(Path(path).read_text("utf-8"))
+        try:
+            state = json.loads(Path(path).read_text("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} is not a saved tokenizer: not JSON ({err})") from err
+        need = {"type": str, "pattern": (str, type(None)), "merges": list, "special_tokens": dict}
+        if not isinstance(state, dict) or not all(isinstance(state.get(k), t)
+                                                  for k, t in need.items()):  # fmt: skip
+            found = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{path} is not a file of {cls.__name__}.save (damaged?): it needs "
+                             f"{', '.join(need)}, found {found}")  # fmt: skip
         if state["type"] != cls.__name__:
             raise ValueError(f"{path} holds a {state['type']}, not a {cls.__name__}")
+        for i, pair in enumerate(state["merges"]):  # each merge joins two ids made before it
+            ok = (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and all(
+                    isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 256 + i
+                    for t in pair
+                )
+            )
+            if not ok:
+                raise ValueError(f"{path}: merge {i} is {pair!r}, not a pair of ids below "
+                                 f"{256 + i} (the file is damaged)")  # fmt: skip
         tok = cls() if state["pattern"] is None else cls(state["pattern"])
         tok._set_merges([tuple(pair) for pair in state["merges"]])
         if state["special_tokens"]:
@@ -316,9 +349,14 @@ class RegexBPETokenizer(BPETokenizer):
 
     def register_special_tokens(self, special_tokens: dict[str, int]) -> None:
         """Set the special tokens (replacing any before); ids must not be taken by merges."""
+        if not isinstance(special_tokens, dict):
+            raise TypeError(f"special_tokens must be a dict token -> id, got {special_tokens!r}")
         first_free = 256 + len(self.merges)
         ids = list(special_tokens.values())
         for token, i in special_tokens.items():
+            if not isinstance(token, str) or not token:  # "" would match between every char
+                raise ValueError(f"special token {token!r} must be a non-empty str")
+            check_int(i, f"the id of special token {token!r}")
             if i < first_free or ids.count(i) > 1:
                 raise ValueError(f"special token {token!r}: id {i} is taken, use >= {first_free}")
         for i in self.special_tokens.values():

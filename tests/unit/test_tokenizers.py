@@ -4,6 +4,7 @@ and errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -153,7 +154,10 @@ def test_errors():
     tok = BPETokenizer()
     with pytest.raises(ValueError, match="empty text"):
         tok.train("", vocab_size=300)
-    with pytest.raises(ValueError, match="vocab_size must be >= 256"):
+    with pytest.raises(
+        ValueError,
+        match=r"vocab_size \(at least the 256 byte tokens\) must be an int >= 256, got 100",
+    ):
         tok.train("abc", vocab_size=100)
     with pytest.raises(TypeError, match="expects a str"):
         tok.train(b"abc", vocab_size=300)
@@ -218,3 +222,38 @@ def test_agrees_with_hf_tokenizers():
     assert abs(ours_bpt - hf_bpt) <= 0.02 * hf_bpt, (
         f"bytes per token: ours {ours_bpt:.4f}, tokenizers {hf_bpt:.4f}"
     )
+
+
+def test_a_damaged_tokenizer_file_is_named_not_a_key_error(tmp_path):
+    tok = RegexBPETokenizer()
+    tok.train("aaab aaab abab", vocab_size=260)
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    good = path.read_text()
+    damages = {
+        good.replace('"merges"', '"merged"'): r"needs type, pattern, merges, special_tokens",
+        good[: len(good) // 2]: "not JSON",
+        json.dumps({**json.loads(good), "merges": [[97, 9999]]}): r"merge 0 is \[97, 9999\]",
+        "[1, 2]": "found list",
+    }
+    for text, match in damages.items():
+        path.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            RegexBPETokenizer.load(path)
+
+
+def test_special_tokens_need_a_string_and_an_int_id():
+    tok = RegexBPETokenizer()
+    tok.train("aaab aaab", vocab_size=258)
+    with pytest.raises(ValueError, match="special token '' must be a non-empty str"):
+        tok.register_special_tokens({"": 300})  # would match between every character
+    for bad in (300.0, "300", True):
+        with pytest.raises(TypeError, match="the id of special token '<|x|>' must be an int"):
+            tok.register_special_tokens({"<|x|>": bad})
+    with pytest.raises(TypeError, match="special_tokens must be a dict"):
+        tok.register_special_tokens(["<|x|>"])
+    assert tok.special_tokens == {}  # nothing half-registered
+    with pytest.raises(TypeError, match="sequence of int token ids, got \\[True\\]"):
+        tok.decode([True])
+    with pytest.raises(TypeError, match="chars must be a list of single characters"):
+        CharTokenizer(["ab", "c"])
