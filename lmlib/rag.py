@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from lmlib.runtime import check_int, check_number
+
 # Words too common to tell passages apart; BM25's idf would give them little weight anyway.
 STOPWORDS = frozenset(
     "a an and are as at be by can do does for from has have how i in is it its of on or "
@@ -54,8 +56,10 @@ def split_markdown(markdown: str, source: str, max_words: int = 120) -> list[Pas
     doc#1 Intro Three four five.
     doc#2 Next Six.
     """
-    if max_words < 1:
-        raise ValueError(f"max_words must be at least 1, got {max_words}")
+    for name, value in (("markdown", markdown), ("source", source)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    check_int(max_words, "max_words", low=1)
     passages: list[Passage] = []
     title, chunk = source, []
 
@@ -98,6 +102,9 @@ def book_passages(paths, max_words: int = 120, root: str | Path | None = None) -
     root without the suffix ("05_practice/01_training_from_scratch"), which stays unique
     when a chapter is a folder of section notebooks.
     """
+    if isinstance(paths, (str, Path)):  # one file, not the letters of its name
+        raise TypeError(f"paths must be a list of files, got the single path {paths!r}: "
+                        f"pass [{paths!r}]")  # fmt: skip
     out = []
     for path in paths:
         path = Path(path)
@@ -114,6 +121,7 @@ def save_passages(passages: list[Passage], path: str | Path) -> None:
     Each line holds the four fields of a `Passage`, e.g.
     ``{"id": "doc#0", "source": "doc", "title": "Intro", "text": "One two."}``.
     """
+    _check_passages(passages)
     lines = [json.dumps(asdict(p), ensure_ascii=False) for p in passages]
     Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
@@ -160,7 +168,18 @@ def search_tokens(text: str) -> list[str]:
     >>> search_tokens("What is the KV cache for?")
     ['kv', 'cache']
     """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
     return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in STOPWORDS]
+
+
+def _check_passages(passages) -> None:
+    if (
+        isinstance(passages, (str, Passage))
+        or not passages
+        or not all(isinstance(p, Passage) for p in passages)
+    ):
+        raise TypeError(f"passages must be a non-empty list of Passage, got {passages!r:.60}")
 
 
 class BM25:
@@ -175,7 +194,9 @@ class BM25:
     """
 
     def __init__(self, passages: list[Passage], k1: float = 1.5, b: float = 0.75):
-        self.passages, self.k1, self.b = passages, k1, b
+        _check_passages(passages)  # none at all would divide by zero below
+        self.passages = passages
+        self.k1, self.b = check_number(k1, "k1", low=0), check_number(b, "b", 0, 1)
         self.docs = [Counter(search_tokens(str(p))) for p in passages]
         self.lengths = [sum(d.values()) for d in self.docs]
         self.avgdl = sum(self.lengths) / len(self.docs)
@@ -208,12 +229,15 @@ class DenseIndex:
     def __init__(self, passages: list[Passage], device="cpu"):
         from lmlib.pretrained import embed_sentences
 
+        _check_passages(passages)
         self.passages, self.device = passages, device
         self.vectors = embed_sentences([str(p) for p in passages], device)  # (N, 384)
 
     def scores(self, query: str) -> torch.Tensor:
         from lmlib.pretrained import embed_sentences
 
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
         return self.vectors @ embed_sentences([query], self.device)[0]  # (N, 384) @ (384,)
 
     def search(self, query: str, k: int = 3) -> list[tuple[Passage, float]]:
@@ -221,6 +245,7 @@ class DenseIndex:
 
 
 def _top(passages: list[Passage], scores: torch.Tensor, k: int) -> list[tuple[Passage, float]]:
+    check_int(k, "k", low=1)
     if not 1 <= k <= len(passages):
         raise ValueError(f"k must be between 1 and the {len(passages)} passages, got {k}")
     values, index = scores.topk(k)
@@ -237,8 +262,12 @@ def rag_messages(question: str, passages: list[Passage] | None = None,
 
     Without passages this is the closed-book baseline: the same question, nothing to read.
     """
+    if not isinstance(question, str) or not isinstance(system, str):
+        raise TypeError(f"question and system must be str, got {type(question).__name__} and "
+                        f"{type(system).__name__}")  # fmt: skip
     if not passages:
         return [{"role": "user", "content": question}]
+    _check_passages(passages)
     context = "\n\n".join(f"[{i + 1}] {p}" for i, p in enumerate(passages))
     user = f"Context:\n{context}\n\nQuestion: {question}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

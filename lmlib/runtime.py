@@ -79,6 +79,9 @@ def get_device(prefer: str | None = None) -> torch.device:
     >>> get_device("cpu")
     device(type='cpu')
     """
+    if prefer is not None and not isinstance(prefer, (str, torch.device)):
+        raise TypeError(f"prefer must be None or a device name such as 'cpu', got {prefer!r}")
+    prefer = str(prefer) if isinstance(prefer, torch.device) else prefer
     choice = prefer if prefer is not None else os.environ.get(DEVICE_ENV, "").strip()
     if not choice:
         if torch.cuda.is_available():
@@ -116,6 +119,8 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     >>> net.training
     True
     """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     was_training = model.training
     model.eval()
     try:

@@ -105,7 +105,7 @@ def test_a_model_without_a_cache_scores_the_full_prompts():
 def test_right_pad():
     assert right_pad([[1, 2], [3], (4, 5, 6)]).tolist() == [[1, 2, 0], [3, 0, 0], [4, 5, 6]]
     assert right_pad([[7]], fill=-100).dtype == torch.long
-    with pytest.raises(ValueError, match="seqs is empty"):
+    with pytest.raises(ValueError, match="seqs must be a non-empty list of token-id lists"):
         right_pad([])
 
 

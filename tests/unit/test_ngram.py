@@ -89,7 +89,10 @@ def test_generation_is_reproducible_and_uses_the_vocabulary():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: NGramLM(n=0), "positive integer"),
+        (lambda: NGramLM(n=0), r"n \(1 = unigram\) must be an int >= 1, got 0"),
+        (lambda: NGramLM(n=2.0), r"n \(1 = unigram\) must be an int >= 1, got 2.0"),
+        (lambda: NGramLM(n=2, k=float("inf")), "k must be a finite number >= 0, got inf"),
+        (lambda: NGramLM(n=2).fit("ab").generate(-1), "length must be an int >= 0, got -1"),
         (lambda: NGramLM(n=2, k=-1), "k must be"),
         (lambda: NGramLM(n=2).fit(""), "empty"),
         (lambda: NGramLM(n=2).fit("abc", vocab="ab"), "not in the given vocab"),
@@ -99,5 +102,5 @@ def test_generation_is_reproducible_and_uses_the_vocabulary():
     ],
 )
 def test_bad_input_gets_a_clear_error(call, message):
-    with pytest.raises((ValueError, RuntimeError), match=message):
+    with pytest.raises((ValueError, TypeError, RuntimeError), match=message):
         call()
