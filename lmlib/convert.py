@@ -64,6 +64,8 @@ def _state_dict_and_config(hf_model_or_state_dict, hf_config):
     if isinstance(sd, torch.nn.Module):
         hf_config = hf_config or sd.config
         sd = sd.state_dict()
+    if not isinstance(sd, dict):
+        raise TypeError(f"pass a Hugging Face model or its state dict, got {type(sd).__name__}")
     if hf_config is None:
         raise ValueError("pass hf_config along with a state dict")
     return sd, hf_config

@@ -97,6 +97,8 @@ def training_flops(model: PublishedModel) -> float | None:
     Each parameter costs about 2 FLOPs per token in the forward pass (a multiply and an
     add) and about 4 in the backward pass (Kaplan et al. 2020). None when N or D is unknown.
     """
+    if not isinstance(model, PublishedModel):
+        raise TypeError(f"model must be a PublishedModel, got {type(model).__name__}")
     if model.params is None or model.tokens is None:
         return None
     return 6.0 * model.params * model.tokens

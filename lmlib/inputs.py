@@ -132,7 +132,7 @@ def check_token_ids(idx, vocab_size: int, name: str = "idx") -> torch.Tensor:
         raise TypeError(f"{name} must hold integer token ids (torch.long), got {idx.dtype}")
     if idx.numel() and (idx.min() < 0 or idx.max() >= vocab_size):
         raise ValueError(
-            f"token ids must lie in [0, {vocab_size}), got min {int(idx.min())} "
+            f"{name}: token ids must lie in [0, {vocab_size}), got min {int(idx.min())} "
             f"and max {int(idx.max())}"
         )
     return idx.long()

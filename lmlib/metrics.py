@@ -262,7 +262,7 @@ def distinct_n(samples: Sequence[Sequence], n: int = 2) -> float:
         counts += ngrams(_tokens(sample, "each sample"), n)
     total = sum(counts.values())
     if total == 0:
-        raise ValueError(f"no sample has {n} tokens: distinct-{n} is undefined")
+        raise ValueError(f"no sample has n = {n} tokens: distinct-{n} is undefined")
     return len(counts) / total
 
 

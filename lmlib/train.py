@@ -94,8 +94,8 @@ class TrainConfig:
             )
         if self.warmup_iters > self.decay_iters:
             raise ValueError(
-                f"warmup_iters {self.warmup_iters} is past the end of the decay, "
-                f"lr_decay_iters {self.decay_iters}"
+                f"warmup_iters {self.warmup_iters} is past the end of the decay at step "
+                f"{self.decay_iters} (lr_decay_iters, or max_iters when that is None)"
             )
         check_number(self.weight_decay, "weight_decay", low=0)
         if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2):
