@@ -187,7 +187,7 @@ def test_diversity_and_repetition_by_hand():
 
 
 def test_diversity_and_repetition_bad_input():
-    with pytest.raises(ValueError, match="no sample has 2 tokens"):
+    with pytest.raises(ValueError, match="no sample has n = 2 tokens"):
         distinct_n([[1], []])
     with pytest.raises(ValueError, match="n must be an int >= 1, got 0"):
         distinct_n([[1, 2]], n=0)

@@ -183,7 +183,7 @@ def test_trainer_rejects_bad_input():
         Trainer(tiny_gpt(), token_data(), cfg={"max_iters": 8})
     with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer"):
         Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(), optimizer="adam")
-    with pytest.raises(ValueError, match="eval_iters must be at least 1"):
+    with pytest.raises(ValueError, match="eval_iters must be an int >= 1, got 0"):
         estimate_loss(trainer.model, trainer.splits, 0, 4, T)
     with pytest.raises(ValueError, match="exactly one of train_data .* and loss_fn"):
         Trainer(tiny_gpt(), cfg=tiny_cfg())
