@@ -379,8 +379,10 @@ def time_generation(model, idx, lengths: list[int], config: GenerationConfig | N
     """
     cfg = resolve(config, **options)
     check_int(repeats, "repeats", low=1)  # the median of no runs is undefined
-    if isinstance(lengths, (str, int)) or not all(isinstance(n, int) for n in lengths):
-        raise TypeError(f"lengths must be a list of ints (token counts), got {lengths!r}")
+    if isinstance(lengths, (str, numbers.Integral)) or not all(
+        isinstance(n, numbers.Integral) and n >= 0 for n in lengths
+    ):
+        raise TypeError(f"lengths must be a list of ints >= 0 (token counts), got {lengths!r}")
     generate(model, idx, cfg.replace(max_new_tokens=1))  # warm-up: first calls allocate
     seconds = []
     for n in lengths:
