@@ -36,9 +36,11 @@ def chat_prompt(tokenizer, messages: str | list[dict], system: str | None = None
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     if not messages or not all(isinstance(m, dict) and {"role", "content"} <= m.keys()
+                               and isinstance(m["role"], str) and isinstance(m["content"], str)
                                for m in messages):  # fmt: skip
-        raise ValueError("messages must be a string or a non-empty list of "
-                         "{'role': ..., 'content': ...} dicts")  # fmt: skip
+        raise ValueError(f"messages must be a string or a non-empty list of "
+                         f"{{'role': str, 'content': str}} dicts, got "
+                         f"{messages!r:.60}")  # fmt: skip
     if system is not None:
         if not isinstance(system, str):
             raise TypeError(f"system must be None or a str, got {type(system).__name__}")

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lmlib.inputs import check_token_ids
 from lmlib.model import Block, LMOutput, lm_loss
 from lmlib.runtime import check_int, check_number
 
@@ -237,6 +238,7 @@ class PromptTuning(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets=None) -> LMOutput:
         """idx (B, T) -> `LMOutput` with logits (B, T, V) for the real tokens only."""
+        idx = check_token_ids(idx, self.model.get_input_embeddings().num_embeddings)
         m, (B, T), P = self.model, idx.shape, self.prompt.shape[0]
         if P + T > m.config.block_size:
             raise ValueError(f"{P} virtual + {T} tokens exceed block_size {m.config.block_size}")

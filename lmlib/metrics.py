@@ -91,6 +91,7 @@ def precision_recall_f1(gold, pred, positive: int = 1) -> dict[str, float]:
     (0.6667, 0.6667, 0.6667)
     """
     gold, pred = _check_pair(gold, pred)
+    check_int(positive, "positive", low=0)
     tp = sum(g == positive and p == positive for g, p in zip(gold, pred))
     fp = sum(g != positive and p == positive for g, p in zip(gold, pred))
     fn = sum(g == positive and p != positive for g, p in zip(gold, pred))
@@ -324,6 +325,9 @@ def lcs_length(a: Sequence, b: Sequence) -> int:
     >>> lcs_length("police killed the gunman".split(), "the gunman police killed".split())
     2
     """
+    for name, seq in (("a", a), ("b", b)):
+        if not hasattr(seq, "__len__") or isinstance(seq, (set, dict)):
+            raise TypeError(f"{name} must be a sequence (a list or a string), got {seq!r:.40}")
     prev = [0] * (len(b) + 1)
     for x in a:
         row = [0]

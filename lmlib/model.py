@@ -397,6 +397,8 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     >>> count_parameters(GPT(cfg))  # wte 10*4 + wpe 8*4; c_attn 4*12+12, c_proj 4*4+4; ...
     {'embeddings': 72, 'attention': 80, 'mlp': 148, 'norms': 24, 'total': 324}
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     counts = {"embeddings": 0, "attention": 0, "mlp": 0, "norms": 0}
     for name, p in model.named_parameters():  # yields a shared (tied) tensor only once
         if "wte" in name or "wpe" in name or "embed" in name:
