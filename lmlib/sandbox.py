@@ -92,7 +92,7 @@ def extract_code(completion: str, prompt: str = "") -> str:
 # The program the child runs. It reads its job (code, tests, limits, nonce) from the first
 # line of stdin, then gives the code an empty stdin, so the nonce never reaches the code.
 _HARNESS = r"""
-import json, os, sys
+import json, os, sys, types
 job = json.loads(sys.stdin.readline())
 null = os.open(os.devnull, os.O_RDONLY)
 os.dup2(null, 0)
@@ -135,9 +135,11 @@ if job["guard"]:
 
 def run(job):
     nonce = job.pop("nonce")
-    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
-    exec(compile(job.pop("code"), "<code>", "exec"), namespace)
-    exec(compile(job.pop("tests"), "<tests>", "exec"), namespace)
+    main = types.ModuleType("__main__")  # a fresh __main__ for the code; the harness keeps its own
+    main.__builtins__ = __builtins__
+    sys.modules["__main__"] = main
+    exec(compile(job.pop("code"), "<code>", "exec"), main.__dict__)
+    exec(compile(job.pop("tests"), "<tests>", "exec"), main.__dict__)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os.write(1, f"\n{nonce}\n".encode())  # reached only when every test ran without error
