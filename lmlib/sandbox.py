@@ -30,7 +30,8 @@ namespaces here, see `bubblewrap_works`), the operating system also enforces:
 Without bubblewrap (macOS, Colab unless bubblewrap installs and runs there, Linux without
 it), a Python guard (audit hooks, PEP 578) refuses writes outside the folder, new
 processes, signals and sockets. It stops accidents and ordinary code, but it is not a
-security boundary: code that calls the C library directly (``ctypes``) can get past it.
+security boundary: code that calls lower-level interfaces directly (``ctypes``,
+``_posixsubprocess``) can get past it.
 Neither mode stops code written to read the harness's own memory (its frames) from finding
 the nonce; a real service runs each program in a container or a virtual machine.
 """
