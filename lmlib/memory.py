@@ -105,29 +105,13 @@ class TransformerShape:
 def shape_of(config: GPTConfig | LlamaConfig) -> TransformerShape:
     """The `TransformerShape` of an `lmlib.model` config."""
     if isinstance(config, GPTConfig):
-        return TransformerShape(
-            "gpt",
-            config.n_layers,
-            config.d_model,
-            config.n_heads,
-            config.vocab_size,
-            config.block_size,
-            4 * config.d_model,
-            bias=config.bias,
-        )
+        return TransformerShape("gpt", config.n_layers, config.d_model, config.n_heads,
+                                config.vocab_size, config.block_size, 4 * config.d_model,
+                                bias=config.bias)  # fmt: skip
     if isinstance(config, LlamaConfig):
-        return TransformerShape(
-            "llama",
-            config.n_layers,
-            config.d_model,
-            config.n_heads,
-            config.vocab_size,
-            config.block_size,
-            config.hidden,
-            config.n_kv_heads,
-            config.tie_embeddings,
-            bias=False,
-        )
+        return TransformerShape("llama", config.n_layers, config.d_model, config.n_heads,
+                                config.vocab_size, config.block_size, config.hidden,
+                                config.n_kv_heads, config.tie_embeddings, bias=False)  # fmt: skip
     raise TypeError(f"config must be a GPTConfig or LlamaConfig, got {type(config).__name__}")
 
 
@@ -142,13 +126,9 @@ SHAPES = {
 }
 
 
-def activation_elements(
-    shape: TransformerShape,
-    batch_size: int,
-    block_size: int,
-    impl: str = "fused",
-    checkpointing: bool = False,
-) -> tuple[int, int]:
+def activation_elements(shape: TransformerShape, batch_size: int, block_size: int,
+                        impl: str = "fused",
+                        checkpointing: bool = False) -> tuple[int, int]:  # fmt: skip
     """Numbers the forward pass keeps for the backward pass: (per layer, top), for a batch.
 
     "top" is what the embeddings and the output layer keep, once. ``impl="fused"`` counts
@@ -234,16 +214,10 @@ def parameter_memory(
     return (w // N if stage >= 3 else w, g // N if stage >= 2 else g, o // N if stage else o)
 
 
-def training_memory(
-    shape: TransformerShape,
-    batch_size: int,
-    block_size: int,
-    precision: str = "fp32",
-    sharding: str = "ddp",
-    world_size: int = 1,
-    checkpointing: bool = False,
-    impl: str = "fused",
-) -> TrainingMemory:
+def training_memory(shape: TransformerShape, batch_size: int, block_size: int,
+                    precision: str = "fp32", sharding: str = "ddp", world_size: int = 1,
+                    checkpointing: bool = False,
+                    impl: str = "fused") -> TrainingMemory:  # fmt: skip
     """Bytes per process for AdamW training on ``batch_size`` sequences per process.
 
     `parameter_memory` for the weights, gradients and optimizer state, plus, with "zero3",
@@ -299,11 +273,8 @@ class AllocationTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {
-            t.untyped_storage().data_ptr()
-            for t in tree_flatten((args, kwargs))[0]
-            if isinstance(t, torch.Tensor)
-        }
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor)}  # fmt: skip
         for t in tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor):
                 continue
@@ -324,9 +295,8 @@ def tensor_bytes(tensors) -> int:
     return sum(storages.values())
 
 
-def measure_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[], torch.Tensor]
-) -> dict[str, int]:
+def measure_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+                 loss_fn: Callable[[], torch.Tensor]) -> dict[str, int]:  # fmt: skip
     """One training step (``loss_fn()``, backward, ``optimizer.step()``), measured in bytes.
 
     Returns the four parts of `TrainingMemory`, measured: ``weights`` (the parameters),
@@ -345,10 +315,13 @@ def measure_step(
     >>> m["activations"]  # Linear's output (8 x 100 floats), saved by square; the loss
     3204
     """
+
+    def state_bytes():
+        return tensor_bytes(t for s in optimizer.state.values() for t in s.values()
+                            if torch.is_tensor(t))  # fmt: skip
+
     optimizer.zero_grad(set_to_none=True)
-    before = tensor_bytes(
-        t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)
-    )
+    before = state_bytes()
     weights = tensor_bytes(model.parameters())
     with AllocationTracker() as tracker:
         loss = loss_fn()
@@ -358,16 +331,8 @@ def measure_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         del loss
-    after = tensor_bytes(
-        t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)
-    )
-    return {
-        "weights": weights,
-        "gradients": gradients,
-        "optimizer": after,
-        "activations": activations,
-        "peak": weights + before + tracker.peak,
-    }
+    return {"weights": weights, "gradients": gradients, "optimizer": state_bytes(),
+            "activations": activations, "peak": weights + before + tracker.peak}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
