@@ -57,12 +57,16 @@ data: install
 book: install vendor
 	$(PY) -m booktools.build_book .
 
+# The chapters' code is formatted too, at the line length of chapters/ruff.toml (what the
+# web page shows without a scroll bar), and carries no nbval marker or formatter pragma.
 lint: install
 	$(PY) -m ruff check lmlib booktools tests benchmarks chapters conftest.py
-	$(PY) -m ruff format --check lmlib booktools tests benchmarks conftest.py
+	$(PY) -m ruff format --check lmlib booktools tests benchmarks chapters conftest.py
+	$(PY) -m booktools.tidy_notebooks --check
 
 format: install
-	$(PY) -m ruff format lmlib booktools tests benchmarks conftest.py
+	$(PY) -m booktools.tidy_notebooks
+	$(PY) -m ruff format lmlib booktools tests benchmarks chapters conftest.py
 	$(PY) -m ruff check --fix lmlib booktools tests benchmarks chapters conftest.py
 
 # Everything generated from a source of its own (CONTRIBUTING.md has the table): the Colab

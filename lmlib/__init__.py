@@ -18,6 +18,7 @@
 - `lmlib.batches`: batches from one long token sequence, and the loss on fixed ones (Ch. 5)
 - `lmlib.optim`: AdamW and its learning-rate schedule (Chapter 5)
 - `lmlib.train`: a training run's config and the resumable training loop (Chapter 5)
+- `lmlib.checkpoints`: checkpoint files with a checksum, checked before loading (Chapter 5)
 - `lmlib.kvcache`: the KV cache: keys and values kept between steps, shared prefixes, its
   memory (Chapter 5)
 - `lmlib.sampling`: from next-token logits to a token: logits processors, sampling (Ch. 5)
@@ -26,6 +27,11 @@
 - `lmlib.finetune`: LoRA, adapters and prompt tuning (Chapter 5)
 - `lmlib.classifier_training`: a language model fine-tuned on its label words, or an encoder
   with a new head (Chapter 5)
+- `lmlib.sft`: supervised fine-tuning on conversations, the loss on the assistant's tokens
+  (Chapter 5)
+- `lmlib.preference`: a reward model and direct preference optimization (DPO) (Chapter 5)
+- `lmlib.grpo`: reinforcement learning with a verifiable reward, GRPO (Chapter 5)
+- `lmlib.memory`: where a training step's memory goes, predicted and measured (Chapter 5)
 - `lmlib.prompting`: zero- and few-shot prompts, scored with a shared cached prefix (Ch. 6)
 - `lmlib.classify`: classification by label words, a language model without a new head (Ch. 6)
 - `lmlib.metrics`: accuracy, precision/recall/F1, recall@k, BLEU, ROUGE, pass@k (Chapter 6)

@@ -72,10 +72,15 @@ def test_notebook_page_has_colab_binder_and_download_links(site, name):
         downloaded = nbformat.read(target, as_version=4)
         original = nbformat.read(ROOT / f"{name}.ipynb", as_version=4)
         assert len(downloaded.cells) == len(original.cells)
+        # the Colab setup cell: in the downloaded notebook (Colab runs it), not on the page
+        setup = [c for c in downloaded.cells if "colab-setup" in c.metadata.get("tags", [])]
+        assert len(setup) == 1 and "remove-cell" in setup[0].metadata["tags"]
+        assert "google.colab" in setup[0].source
         # the runtime note is in the site only, never in the notebook itself
         assert "runs top to bottom in" not in target.read_text(encoding="utf-8")
     if name not in CHAPTER_NOTEBOOKS:
         assert runtimes.NOTE_CLASS not in html
+    assert "google.colab" not in html and "Colab setup" not in html, "setup cell on the page"
 
 
 def test_every_chapter_notebook_in_the_toc_has_a_measured_runtime():

@@ -9,9 +9,16 @@ and recorded. A page fails when it
 - leaves a formula unrendered (no MathJax output, a TeX error, raw `$$` or `\\(` in the text),
 - has a Mermaid block without its SVG, an empty bertviz view or an unrendered widget,
 - shows an image that did not load (naturalWidth 0),
-- links to a local page or #anchor that does not exist.
-A screenshot of each page goes to _build/screenshots/ (or $BOOK_SCREENSHOTS) with
-summary.txt, the per-page table that is also printed.
+- links to a local page or #anchor that does not exist,
+- and, as a reader sees it at a laptop's width (1280 px): has a code block wider than its
+  column (scrollWidth > clientWidth) on a chapter, assignment or intro page, a Mermaid
+  diagram whose smallest label is drawn under 12 px, a Colab setup cell, an nbval marker or
+  a formatter pragma in its text, or a heading numbered twice ("5.1. 1. The data"),
+- and, for a chapter at a phone's width (390 px): prose or anything outside a scrolling box
+  that pushes the page wider than the screen.
+A screenshot of each page goes to _build/screenshots/ (or $BOOK_SCREENSHOTS), each chapter
+also at a phone's width (``*__phone.jpg``), with summary.txt, the per-page table that is
+also printed.
 """
 
 import json
@@ -57,7 +64,11 @@ WAIT_FOR_RENDERERS = """async (timeout) => {
   }
   for (const img of document.images) img.loading = 'eager';
   const done = () =>
-    [...document.querySelectorAll('.mermaid')].every((e) => e.querySelector('svg')) &&
+    [...document.querySelectorAll('.mermaid')].every((e) => {
+      const svg = e.querySelector(':scope > svg');  // drawn: sized, with its labels
+      return svg && svg.viewBox.baseVal && svg.viewBox.baseVal.width > 0 &&
+        svg.querySelector('.nodeLabel, .edgeLabel, text');
+    }) &&
     [...document.querySelectorAll('div[id^="bertviz-"]')]
       .every((e) => e.querySelectorAll('svg *').length > 0) &&
     [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')]
@@ -67,6 +78,23 @@ WAIT_FOR_RENDERERS = """async (timeout) => {
     [...document.images].every((i) => i.complete);
   while (!done() && Date.now() < deadline) await sleep(100);
   await sleep(200);  // let a last error surface on the console
+}"""
+
+# At a phone's width: what makes the whole page scroll sideways (code blocks, formulas and
+# tables scroll inside their own box, which is fine; prose must wrap).
+PHONE_OVERFLOW = r"""() => {
+  const W = document.documentElement.clientWidth;
+  const boxed = (e) => {
+    for (let a = e.parentElement; a; a = a.parentElement) {
+      if (['auto', 'scroll', 'hidden'].includes(getComputedStyle(a).overflowX)) return true;
+    }
+    return false;
+  };
+  return [...document.querySelectorAll('article *')]
+    .filter((e) => e.getBoundingClientRect().right > W + 1 && !boxed(e) &&
+      !(e.parentElement && e.parentElement.getBoundingClientRect().right > W + 1))
+    .map((e) => `${Math.round(e.getBoundingClientRect().right - W)}px past the screen: ` +
+                `<${e.tagName.toLowerCase()}> ${e.textContent.trim().slice(0, 50)}`);
 }"""
 
 # What the reader sees, as data the Python side judges.
@@ -109,6 +137,33 @@ INSPECT_PAGE = r"""() => {
     images: document.images.length,
     images_broken: [...document.images].filter((i) => !i.complete || i.naturalWidth === 0)
       .map((i) => i.getAttribute('src')),
+    // code wider than its column: a horizontal scroll bar (outputs are not code)
+    wide_code: [...document.querySelectorAll('article div.highlight pre')]
+      .filter((e) => !e.closest('.cell_output') && e.scrollWidth > e.clientWidth + 1)
+      .map((e) => `${e.scrollWidth - e.clientWidth}px too wide: ` +
+                  e.textContent.split('\n').reduce((a, b) => (b.length > a.length ? b : a), '')
+                   .slice(0, 70)),
+    // each diagram's smallest label as drawn: its font size times the svg's scale
+    mermaid_text_px: mermaids.map((e) => {
+      // the diagram is the block's own svg (others inside are icons, e.g. fullscreen)
+      const svg = e.querySelector(':scope > svg') || e.querySelector('svg');
+      if (!svg || !svg.viewBox.baseVal || !svg.viewBox.baseVal.width) return null;
+      const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+      const sizes = [...svg.querySelectorAll('.nodeLabel, .edgeLabel, text')]
+        .filter((t) => t.textContent.trim())
+        .map((t) => parseFloat(getComputedStyle(t).fontSize) * scale)
+        .filter((px) => Number.isFinite(px));
+      return sizes.length ? Math.round(Math.min(...sizes) * 10) / 10 : null;
+    }),
+    // test machinery a reader should never see
+    machinery: [...(document.querySelector('article') || document.body).innerText
+      .matchAll(/.{0,30}(# Colab setup|NBVAL_[A-Z_]+|# fmt: skip).{0,20}/g)].map((m) => m[0]),
+    // "5.1. 1. The data": the theme's number, then one typed into the title
+    double_numbers: [...document.querySelectorAll('h1, h2, h3, h4')]
+      .filter((h) => h.querySelector('.section-number') &&
+        /^\s*\d+(\.\d+)*\.?\s/.test(h.textContent.replace(
+          h.querySelector('.section-number').textContent, '')))
+      .map((h) => h.textContent.trim().slice(0, 60)),
     links: [...document.querySelectorAll('a[href]')]
       .map((a) => [a.getAttribute('href'), a.href]),
     ids: [...ids],
@@ -119,7 +174,16 @@ INSPECT_PAGE = r"""() => {
 # the lists INSPECT_PAGE returns (besides its counts)
 INSPECT_KEYS = ("unrendered_math", "tex_errors", "raw_tex", "mermaid_missing",
                 "mermaid_errors", "bertviz_empty", "widgets_unrendered", "images_broken",
+                "wide_code", "mermaid_text_px", "machinery", "double_numbers", "phone_overflow",
                 "links", "ids")  # fmt: skip
+LAPTOP = {"width": 1280, "height": 900}  # the narrowest common laptop column (77 characters)
+PHONE = {"width": 390, "height": 844}
+LEGIBLE_PX = 12  # smallest diagram text, as drawn, that reads without zooming
+# Pages whose code is the book's own teaching code (the API pages show lmlib's source,
+# formatted for an editor at 99 columns, and scroll).
+READER_PAGES = re.compile(r"^(intro|chapters/.*|assignments/.*)\.html$")
+# The chapters, photographed at a phone's width too.
+CHAPTER_PAGES = re.compile(r"^chapters/0\d_[^/]*(/\d\d_[^/]*)?\.html$")
 
 
 def find_chromium():
@@ -260,7 +324,7 @@ def crawl(request):
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context = browser.new_context(viewport=LAPTOP)
             context.route("**/*", route)
             pw_page = context.new_page()
             pw_page.on("console", on_console)
@@ -278,10 +342,21 @@ def crawl(request):
                     pw_page.evaluate(WAIT_FOR_RENDERERS, RENDER_TIMEOUT_MS)
                     facts = pw_page.evaluate(INSPECT_PAGE)
                     pw_page.screenshot(path=shot, full_page=True, type="jpeg", quality=60)
+                    if CHAPTER_PAGES.match(rel):  # and as a phone shows it
+                        pw_page.set_viewport_size(PHONE)
+                        pw_page.wait_for_timeout(300)
+                        phone = shot.with_name(shot.stem + "__phone.jpg")
+                        pw_page.screenshot(path=phone, full_page=True, type="jpeg", quality=50)
+                        facts["phone_overflow"] = pw_page.evaluate(PHONE_OVERFLOW)
+                        pw_page.set_viewport_size(LAPTOP)
                 except sync_api.Error as err:  # a page that hangs or crashes: report, go on
                     current["console"].append(f"page did not load: {err}"[:300])
                     facts = {key: [] for key in INSPECT_KEYS}
                     facts.update(formulas=0, mermaid=0, bertviz=0, widgets=0, images=0)
+                facts.setdefault("phone_overflow", [])
+                if not READER_PAGES.match(rel):  # lmlib's own source: an editor's layout
+                    facts["wide_code"] = []
+                    facts["machinery"] = [m for m in facts["machinery"] if "fmt:" not in m]
                 broken, external = _check_links(url, facts, host, local)
                 results[rel] = {
                     **{k: v for k, v in facts.items() if k not in ("links", "ids")},
@@ -307,14 +382,15 @@ def crawl(request):
     return results
 
 
-COLUMNS = ("page", "s", "req", "blocked", "js err", "failed", "math", "mermaid", "bertviz",
-           "widgets", "img", "links", "broken")  # fmt: skip
+COLUMNS = ("page", "s", "req", "blocked", "js err", "failed", "math", "mermaid", "text px",
+           "bertviz", "widgets", "img", "wide code", "shown", "2x num", "links",
+           "broken")  # fmt: skip
 
 
 def _row(rel, r):
     """One line of the summary: counts of problems, and rendered/total for each renderer."""
     if "redirect" in r:
-        return (f"{rel} -> {r['redirect']}",) + ("",) * 11 + (str(len(r["broken_links"])),)
+        return (f"{rel} -> {r['redirect']}",) + ("",) * 15 + (str(len(r["broken_links"])),)
 
     def rendered(total, missing):
         return f"{r[total] - len(r[missing])}/{r[total]}"
@@ -323,8 +399,11 @@ def _row(rel, r):
         rel, f"{r['seconds']:.1f}", str(r["requests"]), str(len(r["blocked"])),
         str(len(r["console"])), str(len(r["failed"])),
         rendered("formulas", "unrendered_math"), rendered("mermaid", "mermaid_missing"),
+        " ".join(str(px) for px in r["mermaid_text_px"]) or "-",
         rendered("bertviz", "bertviz_empty"), rendered("widgets", "widgets_unrendered"),
-        rendered("images", "images_broken"), str(r["links"]), str(len(r["broken_links"])),
+        rendered("images", "images_broken"), str(len(r["wide_code"])),
+        str(len(r["machinery"])), str(len(r["double_numbers"])), str(r["links"]),
+        str(len(r["broken_links"])),
     )  # fmt: skip
 
 
@@ -389,3 +468,37 @@ def test_every_image_loads(crawl):
 
 def test_local_links_and_anchors_resolve(crawl):
     assert not _problems(crawl, "broken_links"), _problems(crawl, "broken_links")
+
+
+def test_code_fits_its_column_at_a_laptop_width(crawl):
+    assert not _problems(crawl, "wide_code"), _problems(crawl, "wide_code")
+
+
+def test_diagram_text_is_legible(crawl):
+    small = [
+        f"{rel}: diagram {i + 1}: smallest label {px} px as drawn (at least {LEGIBLE_PX})"
+        for rel, r in crawl.items()
+        for i, px in enumerate(r.get("mermaid_text_px", []))
+        if px is None or px < LEGIBLE_PX
+    ]
+    assert not small, "\n".join(small)
+
+
+def test_no_setup_cell_or_test_marker_is_shown(crawl):
+    assert not _problems(crawl, "machinery"), _problems(crawl, "machinery")
+
+
+def test_no_heading_is_numbered_twice(crawl):
+    assert not _problems(crawl, "double_numbers"), _problems(crawl, "double_numbers")
+
+
+def test_each_chapter_was_photographed_at_a_phone_width(crawl):
+    chapters = [rel for rel in crawl if CHAPTER_PAGES.match(rel)]
+    assert len(chapters) >= 7, chapters
+    for rel in chapters:
+        phone = SHOTS / crawl[rel]["screenshot"].replace(".jpg", "__phone.jpg")
+        assert phone.exists() and phone.stat().st_size > 1000, f"no phone screenshot of {rel}"
+
+
+def test_no_chapter_scrolls_sideways_at_a_phone_width(crawl):
+    assert not _problems(crawl, "phone_overflow"), _problems(crawl, "phone_overflow")
