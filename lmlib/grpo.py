@@ -134,6 +134,7 @@ class Rollout:
     targets: torch.Tensor  # (N, T) shifted: the answer's tokens, -100 elsewhere
     texts: list[str]  # the decoded answers, without the end-of-turn token
     group: torch.Tensor  # (N,) which prompt each row answers
+    prompt_length: int  # columns of the padded prompts; the answers start there
 
     @property
     def mask(self) -> torch.Tensor:
@@ -169,7 +170,7 @@ def rollout(model, tokenizer, prompts: Sequence[str], group_size: int, config: G
     texts = [tokenizer.decode(row[k].tolist(), skip_special_tokens=True)
              for row, k in zip(new, keep & ~is_eos, strict=True)]  # fmt: skip
     group = torch.arange(len(prompts), device=device).repeat_interleave(group_size)
-    return Rollout(seq, attention_mask, targets, texts, group)
+    return Rollout(seq, attention_mask, targets, texts, group, T0)
 
 
 def rollout_logprobs(model, r: Rollout, group_size: int, share_prefix: bool = True):

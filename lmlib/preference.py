@@ -13,8 +13,8 @@ answer and a rejected one (`PreferencePair`).
   ratio to a frozen reference, ``beta * (log pi(y|x) - log pi_ref(y|x))``, serves as the
   score, and the same Bradley-Terry loss trains the policy directly (`dpo_loss`). With LoRA
   the reference costs no memory: it is the same weights with the adapters switched off
-  (`lora_disabled`). ``beta`` sets how far the policy may move from the reference; the
-  average `token_kl` measures how far it went.
+  (`lora_disabled`). ``beta`` sets how far the policy may move from the reference;
+  `compare_to_reference` measures how far it went.
 
 Shape legend: N pairs, B batch of pairs, T time (tokens), C channels (d_model), V vocabulary.
 """
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from lmlib.finetune import LoRALinear
 from lmlib.runtime import eval_mode
-from lmlib.sft import IGNORE, encode_chat, logit_parts, pad_batch, token_logprobs
+from lmlib.sft import answer_logits, encode_chat, logit_parts, pad_batch, token_logprobs
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
@@ -245,14 +245,45 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     return DPOOutput(loss, chosen_rewards.detach(), rejected_rewards.detach())
 
 
+@dataclass
+class ReferenceComparison:
+    """A policy and its reference on the same pairs (`compare_to_reference`)."""
+
+    policy: torch.Tensor  # (N, 2) log pi of the chosen and the rejected answer
+    reference: torch.Tensor  # (N, 2) log pi_ref of the same answers
+    kl: float  # mean KL(pi || pi_ref) of the next-token distributions along the answers
+
+    @property
+    def log_ratios(self) -> torch.Tensor:
+        return self.policy - self.reference  # (N, 2)
+
+    def margins(self, beta: float) -> torch.Tensor:
+        """(N,) DPO's implicit reward margins, beta * (log-ratio chosen - log-ratio rejected)."""
+        return beta * (self.log_ratios[:, 0] - self.log_ratios[:, 1])
+
+
 @torch.no_grad()
-def token_kl(model, idx: torch.Tensor, targets: torch.Tensor) -> float:
-    """Mean over labelled positions of KL(pi || pi_ref) between the next-token distributions
-    of ``model`` and of ``model`` with its LoRA switched off, in nats per token."""
+def compare_to_reference(model, encoded, pad_id: int, batch_size: int = 16,
+                         share_prefix: bool = False) -> ReferenceComparison:  # fmt: skip
+    """One pass of ``model`` and one with its LoRA switched off over every encoded pair:
+    the answers' log-probabilities under both, and the mean KL divergence per answer token
+    (in nats), ``sum_v pi(v) (log pi(v) - log pi_ref(v))`` at each position that predicts
+    an answer token. The reference is exact here, not sampled: both distributions are known.
+    """
+    device = next(model.parameters()).device
+    policy, reference, kl_sum, n_tokens = [], [], 0.0, 0
     with eval_mode(model):
-        logp = model(idx).logits.float().log_softmax(-1)  # (B, T, V)
-        with lora_disabled(model):
-            logq = model(idx).logits.float().log_softmax(-1)  # (B, T, V)
-    kl = (logp.exp() * (logp - logq)).sum(-1)  # (B, T)
-    labelled = targets != IGNORE
-    return (kl[labelled].sum() / labelled.sum().clamp(min=1)).item()
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start : start + batch_size]
+            idx, targets, _ = pair_batch(chunk, pad_id, device)
+            rows, ids, logits = answer_logits(model, idx, targets, share_prefix)
+            with lora_disabled(model):
+                ref_logits = answer_logits(model, idx, targets, share_prefix)[2]
+            logp, logq = logits.float().log_softmax(-1), ref_logits.float().log_softmax(-1)
+            kl_sum += (logp.exp() * (logp - logq)).sum().item()  # (n, V) summed
+            n_tokens += len(ids)
+            for logs, out in ((logp, policy), (logq, reference)):
+                picked = logs.gather(-1, ids[:, None]).squeeze(-1)  # (n,)
+                sums = torch.zeros(len(idx), device=device).index_add_(0, rows, picked)
+                out.append(sums.view(2, len(chunk)).T.cpu())  # (B, 2): chosen, rejected
+    return ReferenceComparison(torch.cat(policy), torch.cat(reference), kl_sum / n_tokens)

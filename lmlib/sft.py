@@ -232,6 +232,28 @@ def logit_parts(model, idx: torch.Tensor, attention_mask=None, share_prefix: boo
     return None, getattr(out, "logits", out).float()  # (B, T, V)
 
 
+def answer_logits(model, idx: torch.Tensor, targets: torch.Tensor, share_prefix: bool = False):
+    """The logits at the labelled positions only, (n, V) in row-major order, with each
+    one's row (n,) and target token (n,): what a KL divergence between two models along the
+    answers needs, without keeping (B, T, V) numbers for the prompts.
+
+    >>> model = lambda idx, attention_mask=None: torch.arange(12.0).view(1, 3, 4)
+    >>> rows, ids, logits = answer_logits(model, torch.tensor([[0, 1, 2]]),
+    ...                                   torch.tensor([[-100, 3, -100]]))
+    >>> rows.tolist(), ids.tolist(), logits.tolist()
+    ([0], [3], [[4.0, 5.0, 6.0, 7.0]])
+    """
+    head, tail = logit_parts(model, idx, share_prefix=share_prefix)
+    P = 0 if head is None else head.size(1)
+    rows, cols = (targets != IGNORE).nonzero(as_tuple=True)  # (n,) each
+    logits = tail.new_empty(len(rows), tail.size(-1))  # (n, V)
+    shared = cols < P  # labelled positions inside the shared prefix: the head's rows
+    if shared.any():
+        logits[shared] = head[0, cols[shared]]
+    logits[~shared] = tail[rows[~shared], cols[~shared] - P]
+    return rows, targets[rows, cols], logits
+
+
 def token_logprobs(model, idx: torch.Tensor, targets: torch.Tensor,
                    attention_mask: torch.Tensor | None = None,
                    share_prefix: bool = False) -> torch.Tensor:  # fmt: skip

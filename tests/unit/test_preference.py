@@ -17,13 +17,13 @@ from lmlib.preference import (
     PreferencePair,
     RewardModel,
     bradley_terry_loss,
+    compare_to_reference,
     dpo_loss,
     encode_pairs,
     lora_disabled,
     pair_batch,
     pair_logprobs,
     pairwise_accuracy,
-    token_kl,
 )
 from lmlib.sft import IGNORE, ChatTokens, token_logprobs
 
@@ -178,18 +178,28 @@ def test_lora_disabled_is_the_model_before_lora(tiny_model):
             pass
 
 
-def test_token_kl(tiny_llama):
-    idx = torch.randint(0, 99, (2, 6), generator=torch.Generator().manual_seed(0))
-    targets = idx.roll(-1, 1)
-    targets[:, :2] = IGNORE
-    assert token_kl(lora(tiny_llama, std=0.0), idx, targets) == 0.0  # B = 0: the reference
+def test_compare_to_reference(tiny_llama):
+    """Log-probabilities under the policy and the reference, and the KL along the answers,
+    against a plain computation on the full (B, T, V) logits."""
+    encoded = encode_pairs(Bytes(), [PreferencePair("ab", "cd", "e"),
+                                     PreferencePair("fgh", "i", "jkl")])  # fmt: skip
+    same = compare_to_reference(lora(tiny_llama, std=0.0), encoded, pad_id=0)
+    assert same.kl == 0.0 and torch.equal(same.policy, same.reference)  # B = 0: the reference
     policy = lora(tiny_llama)
-    p = policy(idx).logits.log_softmax(-1)
-    with lora_disabled(policy):
-        q = policy(idx).logits.log_softmax(-1)
-    by_hand = F.kl_div(q, p, log_target=True, reduction="none").sum(-1)[:, 2:].mean()
-    assert abs(token_kl(policy, idx, targets) - by_hand.item()) < 1e-5
-    assert token_kl(policy, idx, targets) > 0
+    out = compare_to_reference(policy, encoded, pad_id=0, batch_size=1)
+    assert torch.allclose(out.policy, pair_logprobs(policy, encoded, 0), atol=1e-5)
+    assert torch.allclose(out.reference, pair_logprobs(tiny_llama, encoded, 0), atol=1e-5)
+    assert torch.allclose(out.margins(0.5), 0.5 * (out.log_ratios[:, 0] - out.log_ratios[:, 1]))
+    kls = []
+    for pair in encoded:
+        idx, targets, _ = pair_batch([pair], pad_id=0)
+        p = policy(idx).logits.log_softmax(-1)
+        q = tiny_llama(idx).logits.log_softmax(-1)
+        kl = F.kl_div(q, p, log_target=True, reduction="none").sum(-1)  # KL(p || q) per position
+        kls.append(kl[targets != IGNORE])
+    assert abs(out.kl - torch.cat(kls).mean().item()) < 1e-5 and out.kl > 0
+    shared = compare_to_reference(policy, encoded, pad_id=0, share_prefix=True)
+    assert abs(shared.kl - out.kl) < 1e-5 and torch.allclose(shared.policy, out.policy, atol=1e-5)
 
 
 def test_reward_model_learns_a_preference(tiny_llama):
