@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,13 +233,37 @@ def grade(autograder_zip: Path, notebook: Path, workdir: Path) -> Grade:
     return parse_results(results, case_names(autograder_zip.parent / "tests"))
 
 
-def edit_notebook(src: Path, dest: Path, old: str, new: str) -> Path:
-    """Copy a notebook, replacing OLD (which must occur exactly once in one cell) by NEW."""
+def replace_once(sources: list[str], edits: Iterable[tuple[str, str]], where: str) -> list[str]:
+    """SOURCES (cells' code) with each edit's OLD, found exactly once in them, replaced by NEW.
+
+    Every OLD is looked up in the original sources, so one edit cannot create or destroy
+    another's text; edits that overlap are refused.
+    """
+    spots = []  # (cell, start, end, new)
+    for old, new in edits:
+        hits = [(i, s.find(old)) for i, s in enumerate(sources) if old in s]
+        if len(hits) != 1 or sources[hits[0][0]].count(old) != 1:
+            raise ValueError(f"{old!r} occurs in {len(hits)} cells of {where}, expected once")
+        ((i, start),) = hits
+        spots.append((i, start, start + len(old), new))
+    spots.sort(reverse=True)  # from the end of each cell, so earlier positions stay valid
+    out = list(sources)
+    for (i, start, end, new), later in zip(spots, [None, *spots]):
+        if later and later[0] == i and later[1] < end:
+            raise ValueError(f"two edits overlap in a cell of {where}")
+        out[i] = out[i][:start] + new + out[i][end:]
+    return out
+
+
+def edit_notebook(src: Path, dest: Path, *edits: tuple[str, str]) -> Path:
+    """Copy a notebook with each edit's OLD (exactly once in its code) replaced by its NEW.
+
+    Several edits make one submission with a mistake in each of several questions.
+    """
     nb = nbformat.read(src, as_version=4)
-    hits = [c for c in nb.cells if old in c.source]
-    if len(hits) != 1 or hits[0].source.count(old) != 1:
-        raise ValueError(f"{old!r} occurs in {len(hits)} cells of {src.name}, expected once")
-    hits[0].source = hits[0].source.replace(old, new)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for cell, source in zip(code, replace_once([c.source for c in code], edits, src.name)):
+        cell.source = source
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)
     return dest

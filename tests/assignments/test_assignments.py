@@ -1,300 +1,172 @@
-"""The otter-grader assignments grade as intended.
+"""The otter-grader assignments grade as intended and catch the mistakes students make.
 
-For every ``assignments/<name>/<name>.ipynb``: the solution gets full marks, the blank
-student notebook gets zero on every test case, the committed ``student/`` folder equals a
-fresh build, and each partly right submission in ``MUTANTS`` (the solution with one
-plausible mistake) fails exactly the test cases meant to catch that mistake.
+For every ``assignments/<name>/<name>.ipynb`` and its mutation table
+``tests/assignments/mutants/<name>.py`` (format in ``mutants/__init__.py``):
 
-These call the functions behind ``python -m booktools.assignments check``. Each grading runs
-a Jupyter kernel through ``otter run`` (about 5 s), hence ``slow``.
+- fast, in-process (``inprocess.py``, no kernel: a few milliseconds a submission): the
+  solution passes every test case and the blank student notebook none; the table has at
+  least five wrong solutions and one differently written correct solution per question;
+  each wrong one fails exactly the test cases it lists, all of its own question and at
+  least one of them hidden, and each correct one passes every case;
+  a submission with one mutant in each question fails the union of their cases;
+- slow, with otter (``otter run`` in a Jupyter kernel, about 5 s a submission): the
+  solution gets full marks, the blank notebook zero, the committed ``student/`` folder
+  equals a fresh build, otter names the test cases and hidden flags as ``inprocess`` does,
+  and a few such combined submissions per assignment (two with a mutant in every question,
+  and every correct rewrite) get from otter the verdicts they get in-process.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
 
+import inprocess
+import mutants
+import nbformat
 import pytest
 
 from booktools import assignments
 
 ROOT = Path(__file__).resolve().parents[2]
-
 NAMES = [m.stem for m in assignments.find_masters()]
+FORMAT = "tests/assignments/mutants/__init__.py"
+# graded by otter too, with every correct rewrite; the others only in-process
+OTTER_MUTANT_SUBMISSIONS = ("mutants 0", "mutants 1")
 
 
-class Mutant(NamedTuple):
-    old: str  # text in the solution notebook, exactly once
-    new: str  # the mistake
-    fails: set[str]  # the test cases that must fail; all others must pass
+@functools.cache
+def master(name: str) -> inprocess.Master:
+    return inprocess.read_master(assignments.ASSIGNMENTS / name / f"{name}.ipynb")
 
 
-# Partly right submissions, per assignment. A mistake caught by no public test shows what
-# the hidden tests are for.
-MUTANTS: dict[str, dict[str, Mutant]] = {
-    "ch01_background": {
-        "bigrams wrap around": Mutant(
-            "zip(tokens, tokens[1:], strict=False)",
-            "zip(tokens, tokens[1:] + tokens[:1], strict=False)",
-            {"q1 - 1", "q1 - 2", "q1 - 3"},
-        ),
-        "perplexity without the minus sign": Mutant(
-            "math.exp(-sum(log_probs) / len(log_probs))",
-            "math.exp(sum(log_probs) / len(log_probs))",
-            {"q2 - 1", "q2 - 2"},
-        ),
-        "perplexity as 2 ** nats": Mutant(
-            "math.exp(-sum(log_probs) / len(log_probs))",
-            "2 ** (-sum(log_probs) / len(log_probs))",
-            {"q2 - 1", "q2 - 2"},
-        ),
-        "perplexity([]) raises ZeroDivisionError (hidden test only)": Mutant(
-            'raise ValueError("perplexity of an empty sequence is undefined")',
-            "pass",
-            {"q2 - 3"},
-        ),
-        "add-k without k * V in the denominator": Mutant(
-            "(context_total + k * vocab_size)",
-            "(context_total)",
-            {"q3 - 1", "q3 - 2", "q3 - 3", "q3 - 4"},
-        ),
-        "c(context) counts distinct next tokens": Mutant(
-            "sum(c for (prev, _), c in counts.items() if prev == context)",
-            "sum(1 for (prev, _), c in counts.items() if prev == context)",
-            {"q3 - 1", "q3 - 3", "q3 - 4"},
-        ),
-        "ties broken by dict order (hidden test only)": Mutant(
-            "return min(candidates)[1]",
-            "return min(candidates, key=lambda ct: ct[0])[1]",
-            {"q4 - 2"},
-        ),
-    },
-    "ch02_core_concepts": {
-        "pairs wrap around": Mutant(
-            "zip(ids, ids[1:], strict=False)",
-            "zip(ids, ids[1:] + ids[:1], strict=False)",
-            {"q1 - 1", "q1 - 2", "q1 - 3", "q3 - 1", "q3 - 4"},
-        ),
-        "BPE ties broken by the most recent pair (hidden test only)": Mutant(
-            "pair = max(counts, key=counts.get)",
-            "pair = max(reversed(counts), key=counts.get)",
-            {"q3 - 2"},
-        ),
-        "cosine without normalisation": Mutant(
-            "np.dot(a, b) / (norm_a * norm_b)",
-            "np.dot(a, b)",
-            {"q4 - 1", "q4 - 2", "q4 - 3"},
-        ),
-    },
-    "ch03_transformer": {
-        "sin and cos swapped": Mutant(
-            "    pe[:, 0::2] = np.sin(angles)\n    pe[:, 1::2] = np.cos(angles)",
-            "    pe[:, 0::2] = np.cos(angles)\n    pe[:, 1::2] = np.sin(angles)",
-            {"q1 - 1", "q1 - 2"},
-        ),
-        "heads scaled by sqrt(d) instead of sqrt(d_k) (hidden test only)": Mutant(
-            "        weights = causal_softmax(Q[:, cols] @ K[:, cols].T / np.sqrt(d_k))",
-            "        weights = causal_softmax(Q[:, cols] @ K[:, cols].T / np.sqrt(d))",
-            {"q2 - 2", "q4 - 2"},
-        ),
-        "output projection W_o forgotten": Mutant(
-            "    return np.concatenate(heads, axis=1) @ W_o",
-            "    return np.concatenate(heads, axis=1)",
-            {"q2 - 1", "q2 - 2", "q4 - 2"},
-        ),
-        "variance divided by d - 1": Mutant(
-            "    var = X.var(axis=-1, keepdims=True)  # divides by d",
-            "    var = X.var(axis=-1, keepdims=True, ddof=1)",
-            {"q3 - 1", "q3 - 2", "q4 - 2"},
-        ),
-        "residual added to the normalized input": Mutant(
-            '    h = layer_norm(X, p["ln2_gain"], p["ln2_bias"])\n'
-            '    return X + gelu(h @ p["W_1"] + p["b_1"]) @ p["W_2"] + p["b_2"]',
-            '    h = layer_norm(X, p["ln2_gain"], p["ln2_bias"])\n'
-            '    return h + gelu(h @ p["W_1"] + p["b_1"]) @ p["W_2"] + p["b_2"]',
-            {"q4 - 1", "q4 - 2"},
-        ),
-    },
-    "ch04_mathematics": {
-        "softmax without subtracting the maximum (hidden test only)": Mutant(
-            "    z = z - z.max(axis=-1, keepdims=True)  # the largest allowed score becomes 0",
-            "    z = z + 0.0",
-            {"q1 - 2"},
-        ),
-        "attention without V": Mutant(
-            "    return masked_softmax(scores, mask) @ V",
-            "    return masked_softmax(scores, mask)",
-            {"q2 - 1", "q2 - 3"},
-        ),
-        "scores not scaled by sqrt(d_k) (hidden test only)": Mutant(
-            "    scores = Q @ K.T / np.sqrt(W_k.shape[1])",
-            "    scores = Q @ K.T",
-            {"q2 - 3"},
-        ),
-        "position embedding forgotten": Mutant(
-            "    return V * d + T_max * d + L * (norms + attn + ffn) + 2 * d",
-            "    return V * d + L * (norms + attn + ffn) + 2 * d",
-            {"q3 - 1", "q3 - 2"},
-        ),
-    },
-    "ch05_practice": {
-        "top-k drops ties with the k-th": Mutant(
-            "    return np.where(logits < kth, -np.inf, logits)",
-            "    return np.where(logits <= kth, -np.inf, logits)",
-            {"q1 - 1", "q1 - 2"},
-        ),
-        "top-p counts a token's own probability": Mutant(
-            "    keep[order] = mass_before < p",
-            "    keep[order] = np.cumsum(probs[order]) < p",
-            {"q2 - 1", "q2 - 2"},
-        ),
-        "top-p without a stable softmax (hidden test only)": Mutant(
-            "    probs = np.exp(logits - logits.max())",
-            "    probs = np.exp(logits)",
-            {"q2 - 2"},
-        ),
-        "warm-up starts at zero": Mutant(
-            "        return peak * (it + 1) / warmup",
-            "        return peak * it / warmup",
-            {"q3 - 1"},
-        ),
-        "cached attention not scaled by sqrt(d) (hidden test only)": Mutant(
-            "    scores = K_new @ q / np.sqrt(len(q))",
-            "    scores = K_new @ q",
-            {"q4 - 3"},
-        ),
-        "new key and value prepended (hidden test only)": Mutant(
-            "    K_new = np.concatenate([K_cache, k[None]], axis=0)\n"
-            "    V_new = np.concatenate([V_cache, v[None]], axis=0)",
-            "    K_new = np.concatenate([k[None], K_cache], axis=0)\n"
-            "    V_new = np.concatenate([v[None], V_cache], axis=0)",
-            {"q4 - 2"},
-        ),
-    },
-    "ch06_applications": {
-        "F1 as the arithmetic mean of precision and recall": Mutant(
-            "f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0",
-            "f1 = (precision + recall) / 2",
-            {"q1 - 2"},
-        ),
-        "precision 0 / 0 raises ZeroDivisionError (hidden test only)": Mutant(
-            "    precision = tp / (tp + fp) if tp + fp else 0.0",
-            "    precision = tp / (tp + fp)",
-            {"q1 - 3"},
-        ),
-        "ROUGE-L with the longest common substring": Mutant(
-            "                L[i][j] = max(L[i - 1][j], L[i][j - 1])\n"
-            "    return L[len(a)][len(b)]",
-            "                L[i][j] = 0\n    return max(max(row) for row in L)",
-            {"q2 - 1", "q2 - 2"},
-        ),
-        "ROUGE-L counts shared tokens, ignoring order (hidden test only)": Mutant(
-            "    lcs = lcs_length(candidate, reference)",
-            "    lcs = sum((Counter(candidate) & Counter(reference)).values())",
-            {"q2 - 3"},
-        ),
-        "BLEU without clipping": Mutant(
-            "min(count, ref[gram])",
-            "count * (gram in ref)",
-            {"q3 - 1"},
-        ),
-        "sentence BLEU without the brevity penalty": Mutant(
-            "100 * brevity_penalty(len(hypothesis), len(reference)) * math.exp(mean_log)",
-            "100 * math.exp(mean_log)",
-            {"q3 - 3"},
-        ),
-        "brevity penalty also for long hypotheses": Mutant(
-            "    if hyp_len >= ref_len:\n        return 1.0\n",
-            "",
-            {"q3 - 2", "q3 - 4"},
-        ),
-        "BLEU takes log 0 (hidden test only)": Mutant(
-            "    if min(precisions) == 0:",
-            "    if not precisions:",
-            {"q3 - 4"},
-        ),
-        "pass@k = c / n": Mutant(
-            "    return 1.0 - fail",
-            "    return c / n",
-            {"q4 - 1", "q4 - 2", "q4 - 3"},
-        ),
-        "pass@k as 1 - (1 - c/n)^k, draws with replacement": Mutant(
-            "    return 1.0 - fail",
-            "    return 1.0 - (1 - c / n) ** k",
-            {"q4 - 1", "q4 - 2", "q4 - 3"},
-        ),
-        "pass@k from factorials overflows for large n (hidden test only)": Mutant(
-            "    for i in range(n - c + 1, n + 1):\n        fail *= 1 - k / i\n",
-            "    f = math.factorial\n"
-            "    fail = f(n - c) / (f(k) * f(n - c - k)) / (f(n) / (f(k) * f(n - k)))\n",
-            {"q4 - 3"},
-        ),
-        "recall@k divided by k (that is precision@k)": Mutant(
-            "    return len(set(ranked[:k]) & set(relevant)) / len(relevant)",
-            "    return len(set(ranked[:k]) & set(relevant)) / k",
-            {"q5 - 1", "q5 - 3"},
-        ),
-        "BM25 without length normalisation": Mutant(
-            "    length_norm = 1 - b + b * doc_len / avg_doc_len",
-            "    length_norm = 1.0",
-            {"q5 - 2", "q5 - 3"},
-        ),
-    },
-}
-
-MUTANT_PARAMS = [
-    pytest.param(name, label, id=f"{name}: {label}")
-    for name in NAMES
-    for label in MUTANTS.get(name, {})
-]
+def entries(kind: str) -> list:
+    """pytest params (name, question, label) of every MUTANTS or CORRECT entry of the tables."""
+    params = []
+    for name in NAMES:
+        table = mutants.table(name)
+        for question, entries in (getattr(table, kind, None) or {}).items():
+            params += [
+                pytest.param(name, question, label, id=f"{name} {question}: {label}")
+                for label in entries
+            ]
+    return params
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("assignments")
+def words(text: str) -> str:
+    return " ".join(text.split())
 
 
-@pytest.fixture(scope="module")
-def report(workdir):
-    """check() per assignment, run once and shared by the tests below."""
-    cache = {}
-
-    def get(name: str):
-        if name not in cache:
-            master = assignments.ASSIGNMENTS / name / f"{name}.ipynb"
-            (workdir / name).mkdir()
-            cache[name] = assignments.check(master, workdir / name)
-        return cache[name]
-
-    return get
+def edited_cells(m: inprocess.Master, edit: tuple[str, str]) -> set[int]:
+    before = [c.source for c in m.cells]
+    return {i for i, (a, b) in enumerate(zip(before, inprocess.apply_edits(m, [edit]))) if a != b}
 
 
-@pytest.fixture(scope="module")
-def mutant_grades(report, workdir):
-    """All partly right submissions of an assignment, graded in parallel (one kernel each)."""
-    cache = {}
+def combined_submissions(name: str) -> dict[str, list[tuple[str, str]]]:
+    """Submissions with one table entry per question each, by label: every mutant is in one.
 
-    def get(name: str):
-        if name not in cache:
-            r = report(name)
-            solution = r.dist / "autograder" / f"{name}.ipynb"
-            subs = {
-                label: assignments.edit_notebook(
-                    solution, workdir / name / f"mutant-{i}" / solution.name, m.old, m.new
-                )
-                for i, (label, m) in enumerate(MUTANTS[name].items())
-            }
-            with ThreadPoolExecutor(min(len(subs), os.cpu_count() or 1)) as pool:
-                futures = {
-                    label: pool.submit(assignments.grade, r.autograder_zip, nb, workdir / name)
-                    for label, nb in subs.items()
-                }
-                cache[name] = {label: f.result() for label, f in futures.items()}
-        return cache[name]
+    "mutants 2" holds the third mutant of each question (of those that have three), and so
+    on; "correct 0" the first correct rewrite of each question.
+    """
+    table = mutants.table(name)
+    subs = {}
+    for kind in ("MUTANTS", "CORRECT"):
+        per_question = [list(e.values()) for e in getattr(table, kind).values()]
+        for j in range(max(map(len, per_question))):
+            subs[f"{kind.lower()} {j}"] = [e[j][:2] for e in per_question if j < len(e)]
+    return subs
 
-    return get
+
+# ---------------------------------------------------------------- fast: in-process
+
+
+def test_assignments_found():
+    assert NAMES, "no assignments/<name>/<name>.ipynb found"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_assignment_has_a_mutation_table(name):
+    path = f"tests/assignments/mutants/{name}.py"
+    table = mutants.table(name)
+    assert table is not None, (
+        f"{name} has no mutation table: add {path} exporting MUTANTS (at least "
+        f"{mutants.MIN_MUTANTS} wrong solutions per question) and CORRECT (at least "
+        f"{mutants.MIN_CORRECT} correct one written differently); the format is in {FORMAT}"
+    )
+    questions = master(name).questions
+    for kind, least in [("MUTANTS", mutants.MIN_MUTANTS), ("CORRECT", mutants.MIN_CORRECT)]:
+        got = getattr(table, kind, {})
+        unknown = sorted(set(got) - set(questions))
+        assert not unknown, f"{path}: {kind} has questions {unknown} the notebook does not have"
+        for question in questions:
+            n = len(got.get(question, {}))
+            assert n >= least, (
+                f"{path}: {kind}[{question!r}] has {n} entries, needs at least {least} "
+                f"(the format is in {FORMAT})"
+            )
+
+
+def test_every_table_belongs_to_an_assignment():
+    orphans = sorted(set(mutants.table_names()) - set(NAMES))
+    assert not orphans, f"tests/assignments/mutants/ has tables of no assignment: {orphans}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_solution_passes_and_blank_fails_in_process(name):
+    m = master(name)
+    for question in m.questions.values():
+        assert question.cases, f"{question.name} has no test cases"
+        assert len(question.points) == len(question.cases), (
+            f"{question.name}: points {question.points} for {len(question.cases)} test cases"
+        )
+        assert any(c.hidden for c in question.cases), f"{question.name} has no hidden test"
+    solution = inprocess.run(m)
+    assert not solution.cell_errors, solution.cell_errors
+    assert not solution.failed, {n: solution.messages[n] for n in sorted(solution.failed)}
+    student = nbformat.read(assignments.ASSIGNMENTS / name / "student" / f"{name}.ipynb", 4)
+    answers = [
+        c.source for c in student.cells if "otter_answer_cell" in c.metadata.get("tags", [])
+    ]
+    assert answers == [inprocess.blank_source(c.source) for c in m.cells if c.solution], (
+        f"the blank copy in-process differs from student/{name}.ipynb: {assignments.REBUILD_HINT}"
+    )
+    blank = inprocess.run(m, blank=True)
+    passed = sorted(n for n, ok in blank.cases.items() if ok)
+    assert not passed, f"the blank notebook passes {passed}: make them fail on `...`"
+
+
+@pytest.mark.parametrize(("name", "question", "label"), entries("MUTANTS"))
+def test_mutant_fails_exactly_its_cases(name, question, label):
+    m = master(name)
+    mutant = mutants.table(name).MUTANTS[question][label]
+    cases = {c.name: c for c in m.questions[question].cases}
+    assert mutant.rule.strip() and words(mutant.rule) in words(m.questions[question].prompt), (
+        f"rule {mutant.rule!r} is not a phrase of {question}'s prompt"
+    )
+    assert mutant.fails, "list the test cases the mutant fails"
+    others = sorted(mutant.fails - cases.keys())
+    assert not others, f"{others} are not cases of {question}: a mistake costs points once"
+    assert any(cases[n].hidden for n in mutant.fails), (
+        f"it fails no hidden case of {question}: add a hidden test that catches it"
+    )
+    got = inprocess.run(m, [mutant[:2]])
+    broken = {i: e for i, e in got.cell_errors.items() if i in edited_cells(m, mutant[:2])}
+    assert not broken, f"the edited cell raises: {broken}"
+    messages = {n: got.messages[n] for n in sorted(got.failed)}
+    assert got.failed == mutant.fails, f"expected {sorted(mutant.fails)} to fail: {messages}"
+
+
+@pytest.mark.parametrize(("name", "question", "label"), entries("CORRECT"))
+def test_correct_rewrite_passes_every_case(name, question, label):
+    m = master(name)
+    correct = mutants.table(name).CORRECT[question][label]
+    got = inprocess.run(m, [correct])
+    broken = {i: e for i, e in got.cell_errors.items() if i in edited_cells(m, correct)}
+    assert not broken, f"the edited cell raises: {broken}"
+    assert not got.failed, {n: got.messages[n] for n in sorted(got.failed)}
 
 
 def test_parse_results_reads_each_case():
@@ -322,13 +194,39 @@ def test_parse_results_reads_each_case():
     assert (grade.score, grade.max_score) == (2, 3)
 
 
-def test_assignments_found():
-    assert NAMES, "no assignments/<name>/<name>.ipynb found"
-
-
 @pytest.mark.parametrize("name", NAMES)
-def test_every_assignment_has_partly_right_submissions(name):
-    assert MUTANTS.get(name), f"add partly right submissions for {name} to MUTANTS"
+def test_mistakes_in_several_questions_do_not_interfere(name):
+    """One mutant per question at once fails the union of their cases (what otter grades)."""
+    table, m = mutants.table(name), master(name)
+    for label, edits in combined_submissions(name).items():
+        kind = table.MUTANTS if label.startswith("mutants") else table.CORRECT
+        fails = [
+            getattr(e, "fails", set()) for q in kind.values() for e in q.values() if e[:2] in edits
+        ]
+        assert inprocess.run(m, edits).failed == set().union(*fails), label
+
+
+# ---------------------------------------------------------------- slow: otter
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("assignments")
+
+
+@pytest.fixture(scope="module")
+def report(workdir):
+    """check() per assignment, run once and shared by the tests below."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            master_path = assignments.ASSIGNMENTS / name / f"{name}.ipynb"
+            (workdir / name).mkdir()
+            cache[name] = assignments.check(master_path, workdir / name)
+        return cache[name]
+
+    return get
 
 
 @pytest.mark.slow
@@ -359,9 +257,44 @@ def test_committed_student_folder_is_fresh(report, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "label"), MUTANT_PARAMS)
-def test_partly_right_fails_exactly_the_expected_cases(mutant_grades, name, label):
-    grade = mutant_grades(name)[label]
-    expected = MUTANTS[name][label].fails
-    assert grade.failed == expected, f"failed {sorted(grade.failed)}, expected {sorted(expected)}"
-    assert 0 < grade.score < grade.max_score
+@pytest.mark.parametrize("name", NAMES)
+def test_otter_names_the_cases_as_in_process(report, name):
+    otter_cases = assignments.case_names(report(name).dist / "autograder" / "tests")
+    ours = {
+        q: [(c.name, c.hidden) for c in question.cases]
+        for q, question in master(name).questions.items()
+    }
+    assert otter_cases == ours
+    for q, question in master(name).questions.items():
+        text = (report(name).dist / "autograder" / "tests" / f"{q}.py").read_text()
+        assert re.search(rf"^points = {re.escape(str(question.points))}$", text, re.M), q
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_otter_agrees_with_in_process_grading(report, workdir, name):
+    """A few combined submissions per assignment, graded by otter itself (about 5 s each)."""
+    r, m = report(name), master(name)
+    solution = r.dist / "autograder" / f"{name}.ipynb"
+    subs = {
+        label: edits
+        for label, edits in combined_submissions(name).items()
+        if label in OTTER_MUTANT_SUBMISSIONS or label.startswith("correct")
+    }
+    paths = {
+        label: assignments.edit_notebook(
+            solution, workdir / name / label.replace(" ", "-") / solution.name, *edits
+        )
+        for label, edits in subs.items()
+    }
+    with ThreadPoolExecutor(min(len(paths), os.cpu_count() or 1)) as pool:
+        futures = {
+            label: pool.submit(assignments.grade, r.autograder_zip, nb, workdir / name)
+            for label, nb in paths.items()
+        }
+        got = {label: f.result() for label, f in futures.items()}
+    for label, edits in subs.items():
+        expected = inprocess.run(m, edits).failed
+        assert got[label].failed == expected, f"{label}: otter {sorted(got[label].failed)}"
+        full = got[label].score == got[label].max_score
+        assert full == label.startswith("correct"), f"{label}: {got[label].score}"

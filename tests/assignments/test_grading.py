@@ -1,13 +1,14 @@
 """Bulk grading without Docker: booktools/grade_submissions.py.
 
 The slow test builds the Chapter 1 autograder, writes a folder of submissions (the
-solution, the blank student notebook, a partly right one from ``MUTANTS``, one whose cell
-raises, a corrupted file, an infinite loop and one that kills its kernel), grades it with
-the command line and checks every cell of the CSV. Other slow tests hand out two
-assignments into a term folder, then one of them again, and check that nothing else in
-the folder changed and that an autograder which graded submissions is only replaced with
-``--force``. The others check the pieces on hand-made files and keep the instructors' page
-in step with ``_config.yml``.
+solution, the blank student notebook, a partly right one from
+``mutants/ch01_background.py``, one whose cell raises, a corrupted file, an infinite loop
+and one that kills its kernel), grades it with the command line and checks every cell of
+the CSV. Other slow tests hand out every assignment into a term folder, then Chapter 5's
+again, and check that every other file in the folder is unchanged, byte for byte, and that
+an autograder which graded submissions is only replaced with ``--force``. The others
+check the pieces on hand-made files and keep the instructors' page in step with
+``_config.yml``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_assignments import MUTANTS
+from mutants import table
 
 from booktools import assignments, book
 from booktools import grade_submissions as grading
@@ -57,14 +58,14 @@ def write_submissions(dist: Path, folder: Path) -> Path:
     (folder / "solution.ipynb").write_bytes(solution.read_bytes())
     (folder / "blank.ipynb").write_bytes((dist / "student" / f"{NAME}.ipynb").read_bytes())
     # a folder per student, as an LMS download gives, with the notebook nested inside
-    mutant = MUTANTS[NAME][MUTANT]
-    edit(solution, folder / "partly_right" / "download" / f"{NAME}.ipynb", mutant.old, mutant.new)
+    mutant = table(NAME).MUTANTS["q2"][MUTANT]
+    edit(solution, folder / "partly_right" / "download" / f"{NAME}.ipynb", mutant[:2])
     q1 = "def bigram_counts("  # the start of question 1's answer
-    edit(solution, folder / "raises.ipynb", q1, f"raise RuntimeError('oops')\n\n\n{q1}")
+    edit(solution, folder / "raises.ipynb", (q1, f"raise RuntimeError('oops')\n\n\n{q1}"))
     # One C call that never ends holds the GIL, so the kernel cannot notice otter's end.
     loop = "sum(range(10**18))"
-    edit(solution, folder / "infinite_loop.ipynb", q1, f"{loop}\n\n\n{q1}")
-    edit(solution, folder / "kernel_crash.ipynb", q1, f"import os\n\nos._exit(1)\n\n\n{q1}")
+    edit(solution, folder / "infinite_loop.ipynb", (q1, f"{loop}\n\n\n{q1}"))
+    edit(solution, folder / "kernel_crash.ipynb", (q1, f"import os\n\nos._exit(1)\n\n\n{q1}"))
     (folder / "corrupted.ipynb").write_bytes(solution.read_bytes()[:100])  # a cut download
     (folder / "notes.txt").write_text("not a submission: skipped")
     return folder
@@ -255,10 +256,10 @@ def test_write_csv_format(tmp_path):
 
 # ---------------------------------------------------------------- handout into a term folder
 
-# The issue's sequence was `handout`, then `handout ch05_practice`: two assignments, then
-# one of them again, show the same (about 5 s of otter assign each on a busy 2-core CPU).
-TERM = ["ch01_background", "ch04_mathematics"]
-AGAIN = TERM[1]
+# The sequence that once lost a term's autograders: `handout` of every assignment, then
+# `handout ch05_practice` into the same folder (about 7 s of otter assign per assignment).
+TERM = [m.stem for m in assignments.find_masters()]
+AGAIN = "ch05_practice"
 REBUILT = [f"student/{AGAIN}.zip", f"autograder/{AGAIN}.zip", f"solutions/{AGAIN}.ipynb"]
 # the teacher's own files, in every folder handout writes to: never touched
 TEACHER = {
@@ -284,11 +285,11 @@ def zip_entries(data: bytes) -> dict[str, tuple]:
 
 @pytest.fixture(scope="module")
 def term(tmp_path_factory):
-    """``handout --out term/ ch01_background ch04_mathematics``, built outside the repository."""
+    """``handout --out term/`` of every assignment, built outside the repository."""
     tmp = tmp_path_factory.mktemp("term")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(grading, "dist_folder", lambda master: tmp / "dist" / master.stem)
-        assert grading.main(["handout", "--out", str(tmp / "term"), *TERM]) == 0
+        assert grading.main(["handout", "--out", str(tmp / "term")]) == 0
     return tmp / "term"
 
 
@@ -308,8 +309,8 @@ def test_handout_of_one_assignment_keeps_every_other_file(handout_again):
     """The issue's sequence: handout, then handout of one assignment into the same folder."""
     folder, handout = handout_again
     before = snapshot(folder)
-    ch01 = [rel.replace(AGAIN, TERM[0]) for rel in REBUILT]
-    assert set(ch01 + REBUILT) <= set(before)
+    others = [rel.replace(AGAIN, name) for name in TERM if name != AGAIN for rel in REBUILT]
+    assert len(others) == 3 * (len(TERM) - 1) and set(others + REBUILT) <= set(before)
     dates = {rel: (folder / rel).stat().st_mtime_ns for rel in REBUILT}
     assert handout(AGAIN) == 0
     after = snapshot(folder)
@@ -319,11 +320,12 @@ def test_handout_of_one_assignment_keeps_every_other_file(handout_again):
         assert after[rel] == before[rel], f"{rel} changed"
     for rel in REBUILT:
         assert (folder / rel).stat().st_mtime_ns > dates[rel], f"{rel} not rebuilt"
-    # all_assignments.zip: still both assignments; Chapter 1's entries byte for byte
+    # all_assignments.zip: still every assignment; the others' entries byte for byte
     old, new = zip_entries(before[rewritten[-1]]), zip_entries(after[rewritten[-1]])
-    assert list(new) == list(old) and list(old)[0].startswith(f"{TERM[0]}/")
+    assert list(new) == list(old)
+    assert sorted({name.split("/")[0] for name in old}) == sorted(TERM)
     for name in old:
-        if name.startswith(f"{TERM[0]}/"):
+        if not name.startswith(f"{AGAIN}/"):
             assert new[name] == old[name], name
         else:  # the rebuilt one's, from its new student zip
             assert new[name][1] == zip_entries(after[REBUILT[0]])[name][1], name
@@ -349,7 +351,7 @@ def test_handout_replaces_an_autograder_that_graded_only_with_force(handout_agai
             assert handout(*names) == 1
         err = capsys.readouterr().err
         assert err.startswith(f"{AGAIN}: ") and "graded submissions" in err
-        assert "--force" in err and err.count("\n") == 1  # Chapter 1 graded nothing
+        assert "--force" in err and err.count("\n") == 1  # the others graded nothing
         assert snapshot(folder) == before
 
     assert handout(AGAIN, "--force") == 0
