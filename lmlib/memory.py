@@ -184,8 +184,8 @@ class TrainingMemory:
 
     @property
     def total(self) -> int:
-        """All four at once: an upper bound, since the gradients grow in the backward pass
-        while the activations it has used are freed."""
+        """All four at once. A real step's peak differs a little: the backward pass frees
+        activations while it creates gradients, and adds temporaries of its own."""
         return self.weights + self.gradients + self.optimizer + self.activations
 
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from lmlib import distributed
 from lmlib.batches import check_tokens, estimate_loss, get_batch
 from lmlib.checkpoints import (
     check_model_fits,
@@ -41,6 +42,7 @@ from lmlib.checkpoints import (
     read_checkpoint,
     write_checkpoint,
 )
+from lmlib.memory import checkpoint_blocks
 from lmlib.optim import configure_optimizer, lr_at
 from lmlib.runtime import check_int, check_number, get_device
 
@@ -72,6 +74,10 @@ class TrainConfig:
     device: str | None = None  # None: lmlib.get_device(), i.e. CUDA, then MPS, then CPU
     mixed_precision: str = "auto"  # CUDA only: "auto" (bf16, else fp16), "bf16", "fp16", "off"
     compile: bool = False  # torch.compile the model: slow to start, pays off on long runs
+    activation_checkpointing: bool = False  # recompute each block in backward: less memory
+    # several processes (under torchrun; see lmlib.distributed)
+    parallel: str = "ddp"  # "ddp": a whole model per process; "fsdp": each keeps a shard
+    dist_timeout: float = 300.0  # seconds to wait for the other processes, then an error
     # checkpoints and progress
     checkpoint_path: str | None = None  # where to save; None: only explicit save_checkpoint
     checkpoint_interval: int = 0  # save every this many steps, and when train() returns
@@ -115,12 +121,15 @@ class TrainConfig:
             )
         if self.device is not None and not isinstance(self.device, str):
             raise TypeError(f"device must be None or a str such as 'cpu', got {self.device!r}")
-        for name in ("compile", "progress"):
+        for name in ("compile", "progress", "activation_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         path = self.checkpoint_path
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"checkpoint_path must be None or a path, got {path!r}")
+        if self.parallel not in distributed.PARALLEL:
+            raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
+        check_number(self.dist_timeout, "dist_timeout", low=0, open_low=True)
 
     @property
     def decay_iters(self) -> int:
@@ -141,7 +150,7 @@ class History:
 # other values (more steps, another device, a different progress bar); the rest must match.
 _FREE_TO_CHANGE = set(
     "max_iters eval_interval eval_iters device compile checkpoint_path checkpoint_interval "
-    "log_interval progress".split()
+    "log_interval progress activation_checkpointing parallel dist_timeout".split()
 )
 
 
@@ -215,8 +224,16 @@ class Trainer:
                 f"block_size {model_block}"
             )
         self.loss_fn = loss_fn if loss_fn is not None else self._token_loss
-        self.device = get_device(cfg.device)
+        # Under torchrun: join the other processes, and use this process's GPU.
+        self.device = distributed.setup(get_device(cfg.device), cfg.dist_timeout)
         self.model = model.to(self.device)
+        if cfg.activation_checkpointing:
+            checkpoint_blocks(self.model)
+        if optimizer is not None and cfg.parallel == "fsdp" and distributed.is_distributed():
+            raise ValueError("parallel='fsdp' replaces the model's parameters by shards: let "
+                             "the trainer build the optimizer (pass optimizer=None)")  # fmt: skip
+        # DDP wraps the model; FSDP shards it in place, so before the optimizer sees it.
+        parallel = distributed.wrap(self.model, cfg.parallel, self.device)
         if optimizer is None:  # after .to(): the fused kernel needs the final device
             optimizer = configure_optimizer(self.model, cfg)
         self.optimizer = optimizer
@@ -227,7 +244,7 @@ class Trainer:
         fp16 = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         # What step() calls: the model itself, or a compiled version sharing its weights.
-        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.step_model = torch.compile(parallel) if cfg.compile else parallel
         self.generator = torch.Generator().manual_seed(cfg.seed)  # the training batches
         self.iter = 0  # optimizer steps done
         self.history = History()
@@ -256,7 +273,8 @@ class Trainer:
         cfg = self.cfg
         x, y = get_batch(self.splits["train"], cfg.batch_size, cfg.block_size, generator,
                          self.device)  # fmt: skip
-        return model(x, y).loss
+        # Under torchrun every process drew the same global batch: each keeps its rows.
+        return model(distributed.shard(x), distributed.shard(y)).loss
 
     def step(self) -> torch.Tensor:
         """One optimizer step over ``grad_accum_steps`` micro-batches; returns the mean loss."""
@@ -265,13 +283,16 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=self.device)
-        for _ in range(cfg.grad_accum_steps):
+        for micro in range(cfg.grad_accum_steps):
             amp = self.amp_dtype is not None  # mixed precision (CUDA only; see _amp_dtype)
-            with torch.autocast(self.device.type, self.amp_dtype, enabled=amp):
-                # Gradients add up over backward calls; dividing each loss by the number of
-                # micro-batches makes the sum a mean, as for one batch of the combined size.
-                loss = self.loss_fn(self.step_model, self.generator) / cfg.grad_accum_steps
-            self.scaler.scale(loss).backward()
+            # Several processes average their gradients after the last micro-batch only.
+            last = micro == cfg.grad_accum_steps - 1
+            with distributed.gradient_sync(self.step_model, last):
+                with torch.autocast(self.device.type, self.amp_dtype, enabled=amp):
+                    # Gradients add up over backward calls; dividing each loss by the number
+                    # of micro-batches makes the sum a mean, as for one batch of their size.
+                    loss = self.loss_fn(self.step_model, self.generator) / cfg.grad_accum_steps
+                self.scaler.scale(loss).backward()
             total += loss.detach().float()
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
@@ -289,7 +310,8 @@ class Trainer:
         # log_interval steps lets the GPU run ahead of Python in between.
         if self._pending:
             first = len(self.history.train_loss)
-            self.history.train_loss += torch.stack(self._pending).tolist()
+            # The mean over processes (each saw its share of the batch); alone, the losses.
+            self.history.train_loss += distributed.average(torch.stack(self._pending)).tolist()
             self._pending.clear()
             bad = [(first + i, x) for i, x in enumerate(self.history.train_loss[first:])
                    if not math.isfinite(x)]  # fmt: skip
@@ -327,7 +349,8 @@ class Trainer:
         if iters is not None:
             check_int(iters, "iters", low=0)
         stop = cfg.max_iters if iters is None else min(cfg.max_iters, self.iter + iters)
-        bar = tqdm(total=cfg.max_iters, initial=self.iter, desc="train", disable=not cfg.progress)
+        shown = cfg.progress and distributed.is_main()  # one bar, not one per process
+        bar = tqdm(total=cfg.max_iters, initial=self.iter, desc="train", disable=not shown)
         self.model.train()  # dropout on, whatever mode the model came in
         evaluating = bool(cfg.eval_iters and self.splits)
         if self.iter == 0 and not self.history.eval_iter and cfg.eval_interval and evaluating:
@@ -346,6 +369,13 @@ class Trainer:
                 every = cfg.checkpoint_interval
                 if cfg.checkpoint_path and every and self.iter % every == 0 and self.iter < stop:
                     self.save_checkpoint()
+        except Exception as err:
+            # Another process died or hangs: say so, instead of a bare socket error.
+            lost = distributed.is_distributed() and distributed.peer_failure(err, cfg.dist_timeout)
+            if not lost:
+                raise
+            self._pending.clear()  # the final flush must not wait for the lost process too
+            raise lost from err
         finally:
             self._flush()
             bar.close()
@@ -354,19 +384,23 @@ class Trainer:
         return self.history
 
     def _report(self, bar, losses: dict[str, float]) -> None:
-        if self.cfg.progress:
+        if self.cfg.progress and distributed.is_main():
             bar.write(f"step {self.iter}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> None:
         """Everything a resumed run needs to continue exactly where this one is, with a
-        SHA-256 of it all, so that `load_checkpoint` can tell a damaged file."""
+        SHA-256 of it all, so that `load_checkpoint` can tell a damaged file.
+
+        Under torchrun every process calls it and rank 0 writes the file: whole tensors,
+        as one process saves them, so a run may resume with any number of processes."""
         path = path if path is not None else self.cfg.checkpoint_path
         if path is None:
             raise ValueError("no path given and cfg.checkpoint_path is None")
         self._flush()
+        model_state, optimizer_state = distributed.full_state(self.model, self.optimizer)
         checkpoint = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),  # Adam's moments and step counts
+            "model": model_state,
+            "optimizer": optimizer_state,  # Adam's moments and step counts
             "scaler": self.scaler.state_dict(),
             "iter": self.iter,
             "history": asdict(self.history),
@@ -377,7 +411,9 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
         }
-        write_checkpoint(checkpoint, path)  # with its SHA-256, atomically
+        if distributed.is_main():
+            write_checkpoint(checkpoint, path)  # with its SHA-256, atomically
+        distributed.barrier()  # no process goes on (and reads it) before it is complete
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Continue the run saved at ``path``; its config must match this trainer's.
@@ -397,8 +433,8 @@ class Trainer:
         except TypeError as err:
             raise ValueError(f"checkpoint {path} has a history lmlib cannot read: {err}") from err
         # Checked: from here on nothing can fail half-way.
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        distributed.load_full_state(self.model, self.optimizer, checkpoint["model"],
+                                    checkpoint["optimizer"])  # fmt: skip
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.iter = checkpoint["iter"]
         self.history = history
