@@ -32,6 +32,7 @@
 - `lmlib.preference`: a reward model and direct preference optimization (DPO) (Chapter 5)
 - `lmlib.grpo`: reinforcement learning with a verifiable reward, GRPO (Chapter 5)
 - `lmlib.memory`: where a training step's memory goes, predicted and measured (Chapter 5)
+- `lmlib.distributed`: one training run on several processes, DDP and FSDP (Chapter 5)
 - `lmlib.prompting`: zero- and few-shot prompts, scored with a shared cached prefix (Ch. 6)
 - `lmlib.classify`: classification by label words, a language model without a new head (Ch. 6)
 - `lmlib.metrics`: accuracy, precision/recall/F1, recall@k, BLEU, ROUGE, pass@k (Chapter 6)
