@@ -137,9 +137,11 @@ INSPECT_PAGE = r"""() => {
     images: document.images.length,
     images_broken: [...document.images].filter((i) => !i.complete || i.naturalWidth === 0)
       .map((i) => i.getAttribute('src')),
-    // code wider than its column: a horizontal scroll bar (outputs are not code)
+    // code wider than its column: a horizontal scroll bar (outputs, and plain-text blocks
+    // that quote a program's output or a folder listing, are not code)
     wide_code: [...document.querySelectorAll('article div.highlight pre')]
-      .filter((e) => !e.closest('.cell_output') && e.scrollWidth > e.clientWidth + 1)
+      .filter((e) => !e.closest('.cell_output, .highlight-text, .highlight-none') &&
+                     e.scrollWidth > e.clientWidth + 1)
       .map((e) => `${e.scrollWidth - e.clientWidth}px too wide: ` +
                   e.textContent.split('\n').reduce((a, b) => (b.length > a.length ? b : a), '')
                    .slice(0, 70)),
@@ -179,9 +181,11 @@ INSPECT_KEYS = ("unrendered_math", "tex_errors", "raw_tex", "mermaid_missing",
 LAPTOP = {"width": 1280, "height": 900}  # the narrowest common laptop column (77 characters)
 PHONE = {"width": 390, "height": 844}
 LEGIBLE_PX = 12  # smallest diagram text, as drawn, that reads without zooming
-# Pages whose code is the book's own teaching code (the API pages show lmlib's source,
-# formatted for an editor at 99 columns, and scroll).
-READER_PAGES = re.compile(r"^(intro|chapters/.*|assignments/.*)\.html$")
+# Pages whose code is the book's own teaching code, formatted for the page. The API pages
+# show lmlib's source, formatted for an editor at 99 columns, and scroll; so do, for now, the
+# assignments: their mutation tables (tests/assignments/mutants) quote the solutions' exact
+# text, so reformatting them means rewriting those tables too.
+READER_PAGES = re.compile(r"^(intro|chapters/.*)\.html$")
 # The chapters, photographed at a phone's width too.
 CHAPTER_PAGES = re.compile(r"^chapters/0\d_[^/]*(/\d\d_[^/]*)?\.html$")
 
