@@ -7,7 +7,8 @@ schedule of `lmlib.optim`:
 - `Trainer`: the loop, with gradient accumulation, clipping, mixed precision on CUDA,
   periodic evaluation, a `History` to plot, and checkpoints that resume bit for bit. It
   trains on a token sequence, or on any loss a ``loss_fn`` computes: fine-tuning
-  (`lmlib.finetune`) uses the same loop.
+  (`lmlib.finetune`) uses the same loop. Under ``torchrun`` the same loop trains on
+  several processes, with DDP or FSDP (`lmlib.distributed`).
 
 Shape legend: B batch, T time (``block_size``), V vocabulary size.
 
