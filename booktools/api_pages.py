@@ -65,8 +65,19 @@ def summary_line(module_name: str) -> str:
     return " ".join(first.split())
 
 
+def toc_notebooks() -> list[Path]:
+    """The chapter notebooks a reader can reach: those _toc.yml lists (a notebook being
+    written, not yet in the table of contents, gets no link)."""
+    toc = (ROOT / "_toc.yml").read_text(encoding="utf-8")
+    listed = set(re.findall(r"file: (chapters/\S+)", toc))
+    return [
+        p for p in chapter_notebooks() if p.relative_to(ROOT).with_suffix("").as_posix() in listed
+    ]
+
+
 def chapters_using(module_name: str) -> list[Path]:
-    """The chapter notebooks whose code cells mention lmlib.<module> (or import from it)."""
+    """The chapter notebooks in the book whose code cells mention lmlib.<module> (or import
+    from it)."""
     import lmlib
 
     # names the package re-exports (lmlib.seed_everything is lmlib.runtime.seed_everything)
@@ -75,7 +86,7 @@ def chapters_using(module_name: str) -> list[Path]:
     alternatives += [rf"\blmlib\.{name}\b" for name in exported]
     pattern = re.compile("|".join(alternatives))
     found = []
-    for path in chapter_notebooks():
+    for path in toc_notebooks():
         cells = json.loads(path.read_text())["cells"]
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         if pattern.search(code):
