@@ -182,6 +182,13 @@ MUTANTS: dict[str, dict[str, Mutant]] = {
             {"q2 - 1", "q2 - 2", "q2 - 3"},
             "otherwise emit `ids[i]` and move one place",
         ),
+        "string replace on the joined ids (12, 3 holds the pair (2, 3))": Mutant(
+            MERGE,
+            '    text = " ".join(map(str, ids)).replace(f"{pair[0]} {pair[1]}", str(new_id))\n'
+            "    return [int(x) for x in text.split()]\n",
+            {"q2 - 3"},
+            "When `ids[i]` and `ids[i + 1]` form the pair",
+        ),
         "a skip flag and ids[-1] at the end: fails on []": Mutant(
             MERGE,
             "    out, skip = [], False\n"
