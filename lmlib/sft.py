@@ -2,7 +2,7 @@
 
 A chat model reads a conversation written out by its chat template (Chapter 6's
 `lmlib.chat.chat_prompt`); SFT trains it on conversations whose assistant turns show the
-behaviour we want. Three choices come up, one function each:
+behaviour we want. Four things come up, in this order:
 
 - `encode_chat`: which tokens carry loss. The system prompt, the user's turns and the
   template's own tokens are given at inference; only the assistant's replies are to be
@@ -13,7 +13,12 @@ behaviour we want. Three choices come up, one function each:
   with whole examples instead, wasting no compute on padding.
 - `token_logprobs`: the log-probability the model gives each labelled token. The
   preference and reinforcement-learning stages (`lmlib.preference`, `lmlib.grpo`) are built
-  on it.
+  on it; `greedy_matches` reads from one forward pass whether greedy decoding would
+  reproduce each reply.
+- `shared_prefix_logits`: in a chat data set every example starts with the same system
+  prompt. Those tokens run once per batch and every row reads them from a
+  `lmlib.kvcache.KVCache`; ``share_prefix=True`` in the functions above does this, with the
+  same results. `fit` trains with `lmlib.train.Trainer` on any of these losses.
 
 Shape legend: B batch, T time (tokens), V vocabulary size.
 

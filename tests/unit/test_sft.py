@@ -18,6 +18,7 @@ from lmlib.generate import generate
 from lmlib.sft import (
     IGNORE,
     ChatTokens,
+    answer_logits,
     common_prefix_length,
     encode_chat,
     fit,
@@ -220,3 +221,19 @@ def test_smollm2_chat_template_masks_everything_but_the_reply():
     assert learned == ["4", "<|im_end|>", "\n", "6", "<|im_end|>", "\n"]
     prompt = tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
     assert example.ids[: example.prompt_length] == tok.encode(prompt)
+
+
+def test_answer_logits_are_the_labelled_rows_of_the_full_logits(tiny_model):
+    """Labelled positions inside the shared prefix (an unmasked prompt) and after it."""
+    g = torch.Generator().manual_seed(2)
+    idx = torch.cat([torch.randint(0, 99, (1, 5), generator=g).expand(3, -1),
+                     torch.randint(0, 99, (3, 4), generator=g)], dim=1)  # fmt: skip
+    targets = torch.full_like(idx, IGNORE)
+    targets[:, 2] = 7  # inside the shared prefix
+    targets[1, 6:8] = torch.tensor([3, 4])
+    full = tiny_model(idx).logits
+    for share in (False, True):
+        rows, ids, logits = answer_logits(tiny_model, idx, targets, share_prefix=share)
+        assert rows.tolist() == [0, 1, 1, 1, 2] and ids.tolist() == [7, 7, 3, 4, 7]
+        expected = full[targets != IGNORE]  # row-major, as answer_logits
+        assert torch.allclose(logits, expected, atol=1e-5)
