@@ -148,7 +148,8 @@ class RewardModel(nn.Module):
         if not isinstance(old, nn.Linear):
             raise TypeError(f"model needs an nn.Linear lm_head to replace, got "
                             f"{type(old).__name__}")  # fmt: skip
-        head = nn.Linear(old.in_features, 1, bias=False, device=old.weight.device)
+        w = old.weight
+        head = nn.Linear(old.in_features, 1, bias=False, device=w.device, dtype=w.dtype)
         nn.init.zeros_(head.weight)
         model.lm_head = head  # also unties it from the embedding, which keeps its weights
         self.model = model
