@@ -73,7 +73,7 @@ class TrainConfig:
     # runtime
     seed: int = 1337  # seeds the batch sampler; the model's initialization is the caller's
     device: str | None = None  # None: lmlib.get_device(), i.e. CUDA, then MPS, then CPU
-    mixed_precision: str = "auto"  # CUDA only: "auto" (bf16, else fp16), "bf16", "fp16", "off"
+    mixed_precision: str = "auto"  # "bf16" (CUDA, CPU), "fp16" (CUDA), "off"; "auto": CUDA only
     compile: bool = False  # torch.compile the model: slow to start, pays off on long runs
     activation_checkpointing: bool = False  # recompute each block in backward: less memory
     # several processes (under torchrun; see lmlib.distributed)
@@ -255,6 +255,8 @@ class Trainer:
         choice = self.cfg.mixed_precision
         if choice == "off":
             return None
+        if choice == "bf16" and self.device.type == "cpu":
+            return torch.bfloat16  # CPU autocast: bfloat16 only, with float32's range
         if self.device.type != "cuda":
             if choice != "auto":
                 warnings.warn(

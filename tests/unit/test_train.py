@@ -218,11 +218,19 @@ def test_config_rejects_bad_values(overrides, match):
         TrainConfig(**overrides)
 
 
-def test_mixed_precision_is_off_on_cpu():
+def test_mixed_precision_on_cpu_is_bf16_when_asked():
     with pytest.warns(UserWarning, match="for CUDA"):
-        trainer = Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(mixed_precision="bf16"))
+        trainer = Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(mixed_precision="fp16"))
     assert trainer.amp_dtype is None and not trainer.scaler.is_enabled()
     assert Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg()).amp_dtype is None  # "auto"
+    cfg = tiny_cfg(mixed_precision="bf16", max_iters=30)
+    bf16 = Trainer(tiny_gpt(), token_data(), cfg=cfg)
+    assert bf16.amp_dtype == torch.bfloat16 and not bf16.scaler.is_enabled()
+    history = bf16.train()
+    assert history.train_loss[-1] < history.train_loss[0]
+    fp32 = Trainer(tiny_gpt(), token_data(), cfg=tiny_cfg(max_iters=30)).train()
+    assert history.train_loss[-1] == pytest.approx(fp32.train_loss[-1], abs=0.05)
+    assert history.train_loss != fp32.train_loss  # bf16 did round
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
