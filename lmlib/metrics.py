@@ -2,7 +2,8 @@
 
 - generated text without references: distinct-n (Li et al., 2016) and repetition (Ch. 5);
 - classification: accuracy, the confusion matrix, precision, recall and F1;
-- retrieval: recall@k and mean reciprocal rank; question answering: `contains_answer`;
+- retrieval: recall@k and mean reciprocal rank; question answering: `contains_answer` and
+  `answer_is_correct` (the answer's leading claim, numbers compared as numbers);
 - generation against references: BLEU (Papineni et al., 2002) and ROUGE-N / ROUGE-L
   (Lin, 2004), tested against `sacrebleu` and Google's `rouge-score`;
 - code: the unbiased pass@k estimator of Chen et al. (2021).
@@ -177,6 +178,72 @@ def contains_answer(prediction: str, answers: Sequence[str]) -> bool:
                         f"{answers!r:.50}")  # fmt: skip
     text = f" {normalize_answer(prediction)} "
     return any(f" {normalize_answer(a)} " in text for a in answers)
+
+
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}  # fmt: skip
+# A number that stands alone (not the 2 of "smollm2"), then the word or % right after it.
+_QUANTITY = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)(?:\s*(%|[a-z]+))?")
+
+
+def leading_claim(text: str) -> str:
+    """The answer's first sentence: what it claims before it adds, hedges or rambles.
+
+    >>> leading_claim("The answer is 9. In all, 270 heads.")
+    'The answer is 9.'
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return re.split(r"(?<=[.!?])\s+|\n", text.strip(), maxsplit=1)[0]
+
+
+def quantities(text: str) -> list[tuple[float, str]]:
+    """The numbers a text states, each with the word (or %) that follows it, in order;
+    thousands separators dropped and the words zero to twelve read as numbers.
+
+    >>> quantities("SmolLM2 has 22.7M... no: 49,152 entries, three heads, 7%")
+    [(22.7, 'm'), (49152.0, 'entries'), (3.0, 'heads'), (7.0, '%')]
+    """
+    words = [_NUMBER_WORDS.get(w, w) for w in normalize_answer(text).split()]
+    return [(float(n), unit) for n, unit in _QUANTITY.findall(" ".join(words))]
+
+
+def answer_is_correct(prediction: str, answers: Sequence[str], question: str = "") -> bool:
+    """Whether the leading claim of a free-text answer states an acceptable answer.
+
+    Stricter and fairer than `contains_answer`: only the first sentence counts (an answer
+    that opens with a wrong number and mentions the right one later is wrong), and
+    numbers are compared as numbers. An acceptable answer that is a quantity ("22.7",
+    "360 MiB", "7%") matches the first number of the claim that is not already in the
+    question (repeating the question's numbers states nothing): equal in value, and
+    followed by the answer's unit when it has one ("22.7M parameters" states 22.7; "2."
+    does not state "2 trillion"). Any other answer ("Sennrich", "layer 3, head 8") must
+    appear in the claim as whole words.
+
+    >>> q = "How many key/value heads does SmolLM2 store instead of 9?"
+    >>> answer_is_correct("The answer is 3.", ["3"], q)
+    True
+    >>> answer_is_correct("It has 22.7M parameters.", ["22.7"])
+    True
+    >>> answer_is_correct("The answer is 9. In all, 270.", ["270"])
+    False
+    """
+    if isinstance(answers, str) or not all(isinstance(a, str) for a in answers):
+        raise TypeError(f"answers must be a list of acceptable answers (one: [answer]), got "
+                        f"{answers!r:.50}")  # fmt: skip
+    claim = leading_claim(prediction)
+    asked = {value for value, _ in quantities(question)}
+    stated = [(v, unit) for v, unit in quantities(claim) if v not in asked]
+    for answer in answers:
+        gold = quantities(answer)
+        words = [_NUMBER_WORDS.get(w, w) for w in normalize_answer(answer).split()]
+        if len(gold) == 1 and words[0][0].isdigit() and len(words) <= 2:  # a quantity
+            value, unit = gold[0]
+            if stated and stated[0][0] == value and stated[0][1].startswith(unit):
+                return True
+        elif contains_answer(claim, [answer]):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from lmlib.metrics import (
     accuracy,
+    answer_is_correct,
     classification_report,
     confusion_matrix,
     corpus_bleu,
@@ -197,3 +198,50 @@ def test_diversity_and_repetition_bad_input():
         repetition([1, 2, 3], n=1.5)
     with pytest.raises(TypeError, match="sample must be a list of tokens, got 'a b c a b c'"):
         repetition("a b c a b c")  # would count characters
+
+
+# --------------------------------------------------------------------------------------------
+# Judging a free-text answer by its leading claim
+
+
+@pytest.mark.parametrize(
+    ("prediction", "answers", "question", "expected"),
+    [
+        # a unit written onto the number does not hide it
+        ("Sentences score high, so it has 22.7M parameters.", ["22.7"], "", True),
+        # the question's own numbers are not the answer; "3" is
+        ("The answer is 3.", ["3"], "How many heads does it store instead of 9?", True),
+        ("It stores 9 heads instead of 9.", ["3"], "How many instead of 9?", False),
+        # the leading claim decides: a wrong first answer is not rescued by a later one
+        ("The answer is 9. The answer is 270.", ["270"], "", False),
+        ("[2] 9 The answer is 9.", ["270"], "", False),
+        # the unit of the answer is required when it has one
+        ("The answer is: 2.", ["2 trillion"], "", False),
+        ("It saw two trillion tokens.", ["2 trillion"], "", True),
+        ("It takes 8,192 tokens and 360 MiB.", ["360 MiB"], "a full 8,192-token cache", True),
+        ("The answer is: 49,152", ["49152"], "", True),
+        ("About 7% of them.", ["7%"], "", True),
+        ("About 7 of them.", ["7%"], "", False),
+        # numbers inside names are not numbers
+        ("SmolLM2 has 576 of them.", ["576"], "", True),
+        ("SmolLM2 has them.", ["2"], "", False),
+        # text answers: whole words of the first sentence
+        ("It was Sennrich et al. in 2016.", ["Sennrich"], "", True),
+        ("It is in layer 3, head 8 of the model.", ["layer 3, head 8"], "", True),
+        ("Nobody knows. Sennrich did.", ["Sennrich"], "", False),
+    ],
+)
+def test_answer_is_correct_on_hand_checked_answers(prediction, answers, question, expected):
+    assert answer_is_correct(prediction, answers, question) is expected
+
+
+@given(st.integers(0, 10**7), st.sampled_from(["", "tokens", "MiB", "%"]))
+def test_answer_is_correct_reads_a_stated_quantity(n, unit):
+    gold = f"{n} {unit}".strip()
+    assert answer_is_correct(f"The answer is {n:,} {unit}. Not {n + 1}.", [gold])
+    assert not answer_is_correct(f"The answer is {n + 1:,} {unit}. Not {n}.", [gold])
+
+
+def test_answer_is_correct_refuses_a_single_string_of_answers():
+    with pytest.raises(TypeError, match="list of acceptable answers"):
+        answer_is_correct("The answer is 3.", "3")
