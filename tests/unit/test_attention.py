@@ -165,10 +165,28 @@ def test_mha_matches_torch_multihead_attention(causal):
 
 
 def test_mha_uses_three_different_projections():
+    torch.manual_seed(0)
     mha = MultiHeadAttention(d_model=8, n_heads=2)
-    names = {n for n, _ in mha.named_parameters()}
-    assert {"q_proj.weight", "k_proj.weight", "v_proj.weight", "out_proj.weight"} <= names
-    assert not torch.equal(mha.q_proj.weight, mha.k_proj.weight)
+    weights = [mha.q_proj.weight, mha.k_proj.weight, mha.v_proj.weight]
+    # three separate matrices, not one tensor seen three times, and different in value
+    assert len({w.data_ptr() for w in weights}) == 3
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert (weights[i] - weights[j]).abs().max() > 0.1
+    # on real input the queries, keys and values differ token by token
+    x = torch.randn(2, 5, 8)
+    q, k, v = mha.q_proj(x), mha.k_proj(x), mha.v_proj(x)
+    for a, b in ((q, k), (q, v), (k, v)):
+        assert (a - b).abs().amax(dim=-1).min() > 1e-3
+    # and the layer's output depends on all three: zeroing one projection changes it
+    out = mha(x)
+    for proj in (mha.q_proj, mha.k_proj, mha.v_proj):
+        saved = proj.weight.detach().clone()
+        with torch.no_grad():
+            proj.weight.zero_()
+            changed = mha(x)
+            proj.weight.copy_(saved)
+        assert not torch.allclose(out, changed, atol=1e-4)
 
 
 def test_mha_extra_mask_combines_with_causal():
