@@ -1,4 +1,5 @@
-"""Mutation table of ch02_core_concepts: pair counts, a merge, BPE, cosine, next-token pairs.
+"""Mutation table of ch02_core_concepts: pairs, a merge, BPE, cosine, next-token pairs, SGNS loss,
+span corruption.
 
 The format is in ``mutants/__init__.py``.
 """
@@ -50,6 +51,25 @@ SHIFT = "    return ids[:-1], ids[1:]"
 SHORT = """\
     if len(ids) < 2:
         raise ValueError("need at least two tokens to form an (input, target) pair")
+"""
+SHAPE = "    if a.ndim != 1 or a.shape != b.shape:"
+AS_FLOAT = "    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)"
+CHECK_TO_RETURN = (
+    (
+        '        raise ValueError(f"need two 1-D vectors of the same length, got {a.shape} and '
+        '{b.shape}")\n'
+    )
+    + f"""\
+    norm_a, norm_b = np.linalg.norm(a), np.linalg.norm(b)
+{ZERO}{COSINE}"""
+)
+SGNS = "    return float(np.logaddexp(0, -true_score) + np.logaddexp(0, noise_scores).sum())"
+NOISE = "    noise_scores = u_noise @ v_c  # (k,): u_n . v_c for each noise word"
+RUN = "            if i == 0 or not mask[i - 1]:  # a new run starts here"
+FINAL = "    targets.append(sentinels[span])  # the final sentinel marks the end"
+LENGTH = """\
+    if len(mask) != len(tokens):
+        raise ValueError(f"mask has {len(mask)} entries for {len(tokens)} tokens")
 """
 
 MUTANTS: dict[str, dict[str, Mutant]] = {
@@ -323,10 +343,37 @@ MUTANTS: dict[str, dict[str, Mutant]] = {
             ZERO, "", {"q4 - 4"}, "raise `ValueError` if either vector is all zeros"
         ),
         "only the lengths compared (2-D arrays pass)": Mutant(
-            "    if a.ndim != 1 or a.shape != b.shape:",
+            SHAPE,
             "    if len(a) != len(b):",
-            {"q4 - 4"},
+            {"q4 - 5"},
             "the two arrays do not have the same 1-D shape",
+        ),
+        "shapes compared, not dimensions (np.dot of two matrices is a matrix)": Mutant(
+            f"{SHAPE}\n",
+            "    if a.shape != b.shape:\n",
+            {"q4 - 5"},
+            "arrays that are not 1-D",
+        ),
+        "shapes compared, not dimensions; a sum of products gives matrices a number": Mutant(
+            f"{SHAPE}\n{CHECK_TO_RETURN}",
+            "    if a.shape != b.shape:\n"
+            f"{CHECK_TO_RETURN.replace('np.dot(a, b)', '(a * b).sum()')}",
+            {"q4 - 5"},
+            "a\nmatrix is not a vector, even when a formula would still give a number",
+        ),
+        "arrays flattened with ravel: a matrix becomes a vector": Mutant(
+            AS_FLOAT,
+            "    a = np.asarray(a, dtype=float).ravel()\n"
+            "    b = np.asarray(b, dtype=float).ravel()",
+            {"q4 - 5"},
+            "arrays that are not 1-D",
+        ),
+        "arrays squeezed: a (1, d) row passes as a vector": Mutant(
+            AS_FLOAT,
+            "    a = np.squeeze(np.asarray(a, dtype=float))\n"
+            "    b = np.squeeze(np.asarray(b, dtype=float))",
+            {"q4 - 5"},
+            "a row `(1, d)`\nagainst a vector `(d,)`",
         ),
         "assert instead of ValueError for a zero vector": Mutant(
             ZERO,
@@ -378,6 +425,112 @@ MUTANTS: dict[str, dict[str, Mutant]] = {
             "    return np.array(ids[:-1]), np.array(ids[1:])",
             {"q5 - 1", "q5 - 2"},
             "of two lists",
+        ),
+    },
+    "q6": {
+        "no minus sign inside the noise words' sigma": Mutant(
+            "np.logaddexp(0, noise_scores)",
+            "np.logaddexp(0, -noise_scores)",
+            {"q6 - 2", "q6 - 3", "q6 - 4"},
+            "Note the minus sign *inside* the second $\\sigma$",
+        ),
+        "noise terms averaged, not summed": Mutant(
+            "np.logaddexp(0, noise_scores).sum()",
+            "np.logaddexp(0, noise_scores).mean()",
+            {"q6 - 1", "q6 - 2", "q6 - 3", "q6 - 4"},
+            "the noise terms are summed, not\naveraged",
+        ),
+        "log of the sigmoid computed directly (overflows)": Mutant(
+            SGNS,
+            "    sig = lambda x: 1 / (1 + np.exp(-x))\n"
+            "    return float(-np.log(sig(true_score)) - np.log(sig(-noise_scores)).sum())",
+            {"q6 - 4"},
+            "compute the loss **stably**",
+        ),
+        "the popular softmax: -log P(o | c) over the true and the noise words": Mutant(
+            SGNS,
+            "    scores = np.concatenate([[true_score], noise_scores])\n"
+            "    return float(np.logaddexp.reduce(scores) - true_score)",
+            {"q6 - 1", "q6 - 2", "q6 - 3", "q6 - 4"},
+            "That costs one dot product per word of the vocabulary, and it is\nnot what "
+            "word2vec trains",
+        ),
+        "the objective, not the loss (sign flipped)": Mutant(
+            SGNS,
+            SGNS.replace("return float(", "return -float("),
+            {"q6 - 1", "q6 - 2", "q6 - 3", "q6 - 4"},
+            "The loss for one pair is",
+        ),
+        "only the first noise word": Mutant(
+            "np.logaddexp(0, noise_scores).sum()",
+            "np.logaddexp(0, noise_scores[0])",
+            {"q6 - 1", "q6 - 2", "q6 - 3", "q6 - 4"},
+            "each of $k$ *noise* words",
+        ),
+        "noise words scored against the context word u_o": Mutant(
+            NOISE,
+            "    noise_scores = u_noise @ u_o",
+            {"q6 - 1", "q6 - 2", "q6 - 3", "q6 - 4"},
+            "\\sigma(-u_{n_i} \\cdot v_c)",
+        ),
+        "the noise words' scores clipped to the example's range (-50, 50)": Mutant(
+            NOISE,
+            "    noise_scores = np.clip(u_noise @ v_c, -50, 50)",
+            {"q6 - 4"},
+            "scores of\n$\\pm 1000$",
+        ),
+    },
+    "q7": {
+        "one sentinel per masked token, not per run": Mutant(
+            RUN,
+            "            if True:",
+            {"q7 - 1", "q7 - 2", "q7 - 3"},
+            "each *run* of consecutive masked tokens replaced by *one*\n  sentinel",
+        ),
+        "no final sentinel": Mutant(
+            FINAL,
+            "    pass",
+            {"q7 - 1", "q7 - 2", "q7 - 3"},
+            "then\n  one final sentinel",
+        ),
+        "the final sentinel repeats the last run's": Mutant(
+            FINAL,
+            "    targets.append(sentinels[max(span - 1, 0)])",
+            {"q7 - 1", "q7 - 2", "q7 - 3"},
+            "the next one in the list",
+        ),
+        "mask[i - 1] at i = 0 wraps around to the last token": Mutant(
+            RUN,
+            "            if not mask[i - 1]:",
+            {"q7 - 2"},
+            "a mask that starts and ends with\n`True`",
+        ),
+        "the masked tokens kept in the inputs too": Mutant(
+            "            targets.append(token)\n",
+            "            targets.append(token)\n            inputs.append(token)\n",
+            {"q7 - 1", "q7 - 2", "q7 - 3"},
+            "with each *run* of consecutive masked tokens replaced",
+        ),
+        "no length check (zip stops at the shorter)": Mutant(
+            LENGTH, "", {"q7 - 4"}, "raises `ValueError`"
+        ),
+        "the same sentinel for every run": Mutant(
+            "                span += 1\n",
+            "",
+            {"q7 - 1", "q7 - 2", "q7 - 3"},
+            "the first run by `sentinels[0]`, the second by `sentinels[1]`",
+        ),
+        "the tokens list itself returned when nothing is masked": Mutant(
+            LENGTH,
+            f"{LENGTH}    if not any(mask):\n        return tokens, [sentinels[0]]\n",
+            {"q7 - 3"},
+            "Do not change the\narguments",
+        ),
+        "the hidden tokens before their sentinel in the targets": Mutant(
+            "                targets.append(sentinels[span])\n",
+            "",
+            {"q7 - 1", "q7 - 2", "q7 - 3"},
+            "its sentinel followed by the tokens it hides",
         ),
     },
 }
@@ -469,6 +622,43 @@ CORRECT: dict[str, dict[str, Correct]] = {
             SHIFT,
             "    inputs, targets = zip(*zip(ids, ids[1:]))\n"
             "    return list(inputs), list(targets)",
+        ),
+    },
+    "q6": {
+        "scipy.special.log_expit": Correct(
+            SGNS,
+            "    from scipy.special import log_expit\n\n"
+            "    return float(-log_expit(true_score) - log_expit(-noise_scores).sum())",
+        ),
+        "softplus by cases, with math.log1p": Correct(
+            SGNS,
+            "    import math\n\n"
+            "    def softplus(x):\n"
+            "        x = float(x)\n"
+            "        return x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))\n\n"
+            "    return softplus(-true_score) + sum(softplus(s) for s in noise_scores)",
+        ),
+    },
+    "q7": {
+        "itertools.groupby over the runs": Correct(
+            """\
+    inputs, targets = [], []
+    span = 0  # the sentinel of the next run
+""",
+            """\
+    from itertools import groupby
+
+    inputs, targets, span = [], [], 0
+    for hidden, run in groupby(zip(tokens, mask), key=lambda pair: bool(pair[1])):
+        words = [t for t, _ in run]
+        if hidden:
+            inputs.append(sentinels[span])
+            targets += [sentinels[span], *words]
+            span += 1
+        else:
+            inputs += words
+    return inputs, targets + [sentinels[span]]
+""",
         ),
     },
 }
