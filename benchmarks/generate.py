@@ -1,54 +1,90 @@
 """Greedy generation with SmolLM2-135M-Instruct: lmlib (with and without the KV cache) and
 Hugging Face's ``model.generate``, in tokens per second.
 
-One chat-template prompt, batch 1, float32, 256 new tokens. End-of-sequence is switched off
-on both sides (lmlib: ``eos_token_id=None``; transformers: ``eos_token_id=[]``), so every
-run produces exactly ``--new-tokens`` tokens and the outputs can be compared token for token.
-Both models hold the same weights (lmlib's Llama is loaded from the Hugging Face model).
+Chat-template prompts, float32, 256 new tokens, batch 1 and a batch of 8 prompts (padded on
+the left). End-of-sequence is switched off on both sides (lmlib: ``eos_token_id=None``;
+transformers: ``eos_token_id=[]``), so every run produces exactly ``--new-tokens`` tokens and
+the outputs are compared token for token. Both models hold the same weights (lmlib's Llama
+is loaded from the Hugging Face model).
 
 Time: time.perf_counter around whole calls (prompt and decoding together), after a short
-warm-up; the median of ``--repeats`` runs for the two fast ones, one run without the cache
-(it re-reads the whole sequence at every step, so it is the slow one).
+warm-up. lmlib and transformers take turns, ``--repeats`` runs each (who goes first swaps
+every round), so a burst of load from other jobs hits both alike; the medians are compared.
+lmlib without the cache runs once (it re-reads the whole sequence at every step, so it is
+the slow one). Each run records the 1-minute load average beside its time.
 
 Prints progress lines, then one JSON line with keys lmlib_tokens_per_second,
-hf_tokens_per_second, lmlib_no_cache_tokens_per_second, kv_cache_speedup, same_tokens,
-new_tokens, prompt_tokens, device, torch_threads.
+hf_tokens_per_second, ratio (lmlib / transformers), lmlib_no_cache_tokens_per_second,
+kv_cache_speedup, batch, lmlib_batched_tokens_per_second, hf_batched_tokens_per_second,
+batched_ratio, same_tokens, same_tokens_batched, new_tokens, prompt_tokens, device,
+torch_threads, load_average (min and max over the runs), runs (every time measured).
 
-    python benchmarks/generate.py                  # a few minutes on a 2-core CPU
+    python benchmarks/generate.py                  # 8-10 minutes on a 2-core CPU
     python benchmarks/generate.py --new-tokens 64  # quicker
     python benchmarks/generate.py --threads 1      # steadier on a CPU shared with other jobs
+
+What limits the speed here (SmolLM2, batch 1, float32, 2 AMD EPYC cores with AVX2): every
+new token multiplies a (1, C) vector by every weight matrix, 538 MB of float32 weights read
+once per token. One core streams about 11-14 GB/s, so the matrix-vector products alone take
+40-60 ms per token on one thread (torch.profiler: aten::mm was 85% of a decode step's CPU
+time), and both libraries call the same kernel for them. What a library can save is the
+rest: the small ops between the matmuls (norms, RoPE, the cache writes, attention) and its
+Python per step.
 """
 
 import argparse
 import json
+import os
 import statistics
 import time
 
 import torch
 
 from lmlib.convert import llama_from_hf
-from lmlib.generate import GenerationConfig, generate
+from lmlib.generate import GenerationConfig, generate, left_pad
 from lmlib.pretrained import load_smollm2
 
 PROMPT = "Write a story about a robot who learns to paint."
+BATCH_PROMPTS = [
+    PROMPT,
+    "What is the capital of France?",
+    "Explain photosynthesis to a child.",
+    "Give three tips for learning to play the guitar.",
+    "Write a haiku about the sea.",
+    "Why is the sky blue?",
+    "Describe a busy market in the morning, with its sounds and smells.",
+    "List the planets of the solar system.",
+]
 
 
-def seconds(fn, repeats: int):
-    """Median wall time of ``repeats`` calls, and the last call's result."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+def timed(fn):
+    """Wall seconds of one call, its result, and the 1-minute load average just after it."""
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out, os.getloadavg()[0]
+
+
+def take_turns(fns: dict, repeats: int, runs: dict) -> dict:
+    """Call each function ``repeats`` times, in turns (the first swaps every round); the
+    median seconds of each. Every run's (seconds, load average) goes into ``runs``."""
+    outs, names = {}, list(fns)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            seconds, outs[name], load = timed(fns[name])
+            runs.setdefault(name, []).append((round(seconds, 3), round(load, 2)))
+    medians = {name: statistics.median(s for s, _ in runs[name]) for name in names}
+    return medians, outs
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--new-tokens", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="runs of each library (median)")
+    p.add_argument("--batch", type=int, default=8, help="prompts in the batched runs (0: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--no-cache-run", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time lmlib without the KV cache (the slow one)")  # fmt: skip
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -56,43 +92,81 @@ def main():
 
     hf, tok = load_smollm2(device)
     ours = llama_from_hf(hf).to(device).eval()
-    chat = [{"role": "user", "content": PROMPT}]
-    ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt")
-    ids = ids["input_ids"].to(device)  # (1, T)
+
+    def chat_ids(prompt):
+        chat = [{"role": "user", "content": prompt}]
+        ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt")
+        return ids["input_ids"][0].tolist()
+
+    ids = torch.tensor([chat_ids(PROMPT)], device=device)  # (1, T)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"prompt {ids.shape[1]} tokens, {n} new tokens, float32, greedy")  # fmt: skip
 
-    def run_lmlib(use_cache=True, new=n):  # greedy, eos_token_id None: exactly `new` tokens
-        return generate(ours, ids, GenerationConfig(max_new_tokens=new, use_cache=use_cache))
+    def run_lmlib(idx, mask=None, use_cache=True, new=n):  # eos None: exactly `new` tokens
+        cfg = GenerationConfig(max_new_tokens=new, use_cache=use_cache)
+        return generate(ours, idx, cfg, attention_mask=mask)
 
-    def run_hf(new=n):
-        mask = torch.ones_like(ids)
+    def run_hf(idx, mask=None, new=n):
+        mask = torch.ones_like(idx) if mask is None else mask
         with torch.inference_mode():
-            return hf.generate(ids, attention_mask=mask, max_new_tokens=new,
-                               do_sample=False, eos_token_id=[],
-                               pad_token_id=tok.pad_token_id)  # fmt: skip
+            return hf.generate(idx, attention_mask=mask, max_new_tokens=new, do_sample=False,
+                               eos_token_id=[], pad_token_id=tok.pad_token_id)  # fmt: skip
 
-    run_lmlib(new=8), run_hf(new=8)  # warm-up: first calls allocate and pick kernels
-    t_ours, out_ours = seconds(run_lmlib, args.repeats)
-    print(f"lmlib, KV cache:     {t_ours:7.2f} s  {n / t_ours:6.1f} tokens/s")
-    t_hf, out_hf = seconds(run_hf, args.repeats)
-    print(f"transformers:        {t_hf:7.2f} s  {n / t_hf:6.1f} tokens/s")
-    t_slow, out_slow = seconds(lambda: run_lmlib(use_cache=False), 1)
-    print(f"lmlib, no cache:     {t_slow:7.2f} s  {n / t_slow:6.1f} tokens/s")
-
-    same = torch.equal(out_ours, out_hf) and torch.equal(out_ours, out_slow)
-    print(f"same tokens: {same}; text: {tok.decode(out_ours[0, ids.shape[1] :])[:200]!r}...")
+    run_lmlib(ids, new=8), run_hf(ids, new=8)  # warm-up: first calls allocate, pick kernels
+    runs = {}
+    t, outs = take_turns({"lmlib": lambda: run_lmlib(ids), "hf": lambda: run_hf(ids)},
+                         args.repeats, runs)  # fmt: skip
+    same = torch.equal(outs["lmlib"], outs["hf"])
+    print(f"batch 1, lmlib, KV cache: {t['lmlib']:7.2f} s  {n / t['lmlib']:6.1f} tokens/s")
+    print(f"batch 1, transformers:    {t['hf']:7.2f} s  {n / t['hf']:6.1f} tokens/s  "
+          f"(lmlib / transformers {t['hf'] / t['lmlib']:.2f}x)")  # fmt: skip
     result = {
-        "lmlib_tokens_per_second": round(n / t_ours, 2),
-        "hf_tokens_per_second": round(n / t_hf, 2),
-        "lmlib_no_cache_tokens_per_second": round(n / t_slow, 2),
-        "kv_cache_speedup": round(t_slow / t_ours, 2),
-        "same_tokens": same,
-        "new_tokens": n,
-        "prompt_tokens": ids.shape[1],
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
+        "lmlib_tokens_per_second": round(n / t["lmlib"], 2),
+        "hf_tokens_per_second": round(n / t["hf"], 2),
+        "ratio": round(t["hf"] / t["lmlib"], 3),
     }
+    if args.no_cache_run:
+        seconds, out_slow, load = timed(lambda: run_lmlib(ids, use_cache=False))
+        runs["lmlib_no_cache"] = [(round(seconds, 3), round(load, 2))]
+        same = same and torch.equal(outs["lmlib"], out_slow)
+        print(f"batch 1, lmlib, no cache: {seconds:7.2f} s  {n / seconds:6.1f} tokens/s  "
+              f"(the cache is {seconds / t['lmlib']:.1f}x faster)")  # fmt: skip
+        result["lmlib_no_cache_tokens_per_second"] = round(n / seconds, 2)
+        result["kv_cache_speedup"] = round(seconds / t["lmlib"], 2)
+    print(f"same tokens: {same}; text: {tok.decode(outs['lmlib'][0, ids.shape[1] :])[:120]!r}")
+    result["same_tokens"] = same
+
+    if args.batch:
+        prompts = (BATCH_PROMPTS * args.batch)[: args.batch]
+        idx, mask = left_pad([chat_ids(q) for q in prompts], tok.pad_token_id)
+        idx, mask = idx.to(device), mask.to(device)
+        tb, outs_b = take_turns({"lmlib_batched": lambda: run_lmlib(idx, mask),
+                                 "hf_batched": lambda: run_hf(idx, mask)},
+                                args.repeats, runs)  # fmt: skip
+        rows = args.batch * n
+        print(f"batch {args.batch}, lmlib:        {tb['lmlib_batched']:7.2f} s  "
+              f"{rows / tb['lmlib_batched']:6.1f} tokens/s")  # fmt: skip
+        print(f"batch {args.batch}, transformers: {tb['hf_batched']:7.2f} s  "
+              f"{rows / tb['hf_batched']:6.1f} tokens/s")  # fmt: skip
+        same_b = torch.equal(outs_b["lmlib_batched"], outs_b["hf_batched"])
+        print(f"same tokens, batched: {same_b}")
+        result.update(
+            batch=args.batch,
+            lmlib_batched_tokens_per_second=round(rows / tb["lmlib_batched"], 2),
+            hf_batched_tokens_per_second=round(rows / tb["hf_batched"], 2),
+            batched_ratio=round(tb["hf_batched"] / tb["lmlib_batched"], 3),
+            same_tokens_batched=same_b,
+        )
+    loads = [load for values in runs.values() for _, load in values]
+    result.update(
+        new_tokens=n,
+        prompt_tokens=ids.shape[1],
+        device=str(device),
+        torch_threads=torch.get_num_threads(),
+        load_average=[min(loads), max(loads)],
+        runs=runs,
+        torch=torch.__version__,
+    )
     print(json.dumps(result))
 
 

@@ -259,16 +259,25 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
     pad_token_id = eos[0] if cfg.pad_token_id is None and eos else cfg.pad_token_id
     eos = torch.tensor(eos, dtype=torch.long, device=idx.device)
     stop = [list(s) for s in cfg.stop or []]
-    mask = None if attention_mask is None else attention_mask.long()
+    mask = None
+    if attention_mask is not None:  # new tokens are real: ones after the prompt's mask
+        mask_buffer = torch.ones(B, T + cfg.max_new_tokens, dtype=torch.long, device=idx.device)
+        mask_buffer[:, :T] = attention_mask
+        mask = mask_buffer[:, :T]  # (B, T + tokens so far)
     # The cache holds the prompt and every new token, at most `window` positions. Once the
     # text is longer the window slides: every position in it shifts by one at each step, so
     # the cached keys and values no longer apply and the model re-reads the window instead.
     use_cache = cfg.use_cache and T <= window
     cache = KVCache.for_model(model, B, min(T + cfg.max_new_tokens, window)) if use_cache else None
-    seq = idx.long()  # (B, T + tokens so far)
+    # Every token goes into one preallocated buffer: `seq` is a view of its filled columns,
+    # so a step costs no copy of the text so far (torch.cat would copy all of it each time).
+    buffer = torch.empty(B, T + cfg.max_new_tokens, dtype=torch.long, device=idx.device)
+    buffer[:, :T] = idx
+    seq = buffer[:, :T]  # (B, T + tokens so far)
     unseen = seq  # what the cache has not read yet: the prompt, then one token at a time
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
-    for _ in range(cfg.max_new_tokens):
+    can_finish = len(eos) > 0 or len(stop) > 0  # else no row ever finishes: skip the checks
+    for step in range(cfg.max_new_tokens):
         if seq.size(1) > window:
             cache = None  # the window slides from here on
         if cache is not None:
@@ -286,16 +295,18 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
                            generator)  # (B,)  # fmt: skip
         else:
             token = logits.argmax(dim=-1)  # (B,) greedy: the most likely token
-        if pad_token_id is not None:
+        if pad_token_id is not None and can_finish:
             token = token.masked_fill(finished, pad_token_id)
-        seq = torch.cat([seq, token[:, None]], dim=1)  # (B, T + 1)
+        buffer[:, T + step] = token
+        seq = buffer[:, : T + step + 1]  # (B, T + 1)
         if mask is not None:
-            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
-        unseen = token[:, None]  # (B, 1)
+            mask = mask_buffer[:, : T + step + 1]
+        unseen = seq[:, -1:]  # (B, 1)
         yield token
-        finished |= torch.isin(token, eos) | _ends_with(seq, stop)
-        if finished.all():
-            return
+        if can_finish:
+            finished |= torch.isin(token, eos) | _ends_with(seq, stop)
+            if finished.all():
+                return
 
 
 def generate(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
