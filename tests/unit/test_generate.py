@@ -323,6 +323,23 @@ def test_processors_apply_in_greedy_decoding_too(tiny_gpt):
     assert seen == [(1, 3 + i) for i in range(6)]  # the whole sequence so far, every step
 
 
+def test_the_text_a_processor_saw_stays_as_it_was(tiny_model):
+    """The loop writes tokens into one preallocated buffer; what a processor was handed
+    must not change under it later (a processor may keep it, e.g. to log the text)."""
+    kept = []
+
+    def keep(tokens, logits):
+        kept.append((tokens, tokens.clone()))
+        return logits
+
+    idx, mask, _ = prompts((5, 2))
+    out = generate(tiny_model, idx, max_new_tokens=6, attention_mask=mask,
+                   logits_processors=[keep])  # fmt: skip
+    assert [t.shape[1] for t, _ in kept] == [5 + i for i in range(6)]
+    for i, (tokens, copy) in enumerate(kept):
+        assert torch.equal(tokens, copy) and torch.equal(tokens, out[:, : 5 + i])
+
+
 # --------------------------------------------------------------------------------------------
 # Beam search
 
