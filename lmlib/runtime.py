@@ -12,6 +12,9 @@ still force the CPU (``LMLIB_DEVICE=cpu``) and reproduce the stored outputs exac
 Chapters with heavy cells size them with `run_profile`: what a 2-core CPU finishes in
 minutes, or more work on a GPU (``LMLIB_PROFILE`` chooses).
 
+`progress_bar` is the one progress bar of the package: a live bar while a loop runs, and
+one plain line (``train: 2000/2000 steps``) in a notebook's stored output.
+
 `check_int` and `check_number` are the argument checks every module shares: a value a
 reader might get wrong (a float where an int belongs, a negative count, an infinite rate)
 fails at the call, with an error that names the argument, what it got and what it needs.
@@ -34,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import tqdm.auto
+import tqdm.notebook
 
 DEVICE_ENV = "LMLIB_DEVICE"
 PROFILE_ENV = "LMLIB_PROFILE"
@@ -209,6 +214,56 @@ def cache_root() -> Path:
 def in_colab() -> bool:
     """True when running inside Google Colab (the setup cells use the same test)."""
     return "google.colab" in sys.modules
+
+
+class _NotebookBar(tqdm.notebook.tqdm):
+    """tqdm's widget bar, shown under a display id and replaced by one line when it closes."""
+
+    def __init__(self, *args, **kwargs):
+        from IPython.display import display  # present: this runs in a Jupyter kernel
+
+        super().__init__(*args, display=False, **kwargs)  # we display it ourselves, below
+        bundle = self.container._repr_mimebundle_()  # the widget view and its text fallback
+        bundle["text/plain"] = self.line = self.summary(self.total)
+        self.handle = display(bundle, raw=True, display_id=True)
+        self.displayed = True
+
+    def summary(self, done) -> str:
+        """``"train: 2000/2000 steps"``: the line that stays."""
+        return f"{self.desc}: " * bool(self.desc) + f"{done}/{self.total} {self.unit}"
+
+    def close(self):
+        if self.disable:  # tqdm sets it once closed: close only once
+            return
+        super().close()
+        if self.n != self.total:  # stopped early (an error): say where
+            self.line = self.summary(self.n) + ", stopped"
+        self.handle.update({"text/plain": self.line}, raw=True)
+
+
+def progress_bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it",
+                 initial: int = 0, disable: bool = False) -> tqdm.auto.tqdm:  # fmt: skip
+    """A tqdm progress bar (same methods) that leaves one clean line in a notebook.
+
+    In a terminal it is tqdm's text bar on stderr. In a Jupyter kernel it is tqdm's widget
+    while the loop runs; on `close` the widget's output becomes one line of text. A stored
+    notebook (``nbconvert --execute``, Jupyter Book, a saved Colab copy) then holds that
+    line, never a widget that pages without its saved state show as a frozen 0% bar. The
+    line is also the widget's text fallback from the start, so nbval, which ignores display
+    updates, compares the same text: ``progress_bar(total=2000, desc="train",
+    unit="steps")`` leaves ``train: 2000/2000 steps``.
+
+    >>> with progress_bar(range(3), desc="demo", disable=True) as bar:
+    ...     sum(bar)
+    3
+    """
+    kwargs = dict(total=total, desc=desc, unit=unit, initial=initial, disable=disable)
+    # tqdm.auto chose its widget bar: a Jupyter kernel with ipywidgets installed
+    if issubclass(tqdm.auto.tqdm, tqdm.notebook.tqdm) and not disable:
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            kwargs["total"] = len(iterable)
+        return _NotebookBar(iterable, **kwargs)
+    return tqdm.auto.tqdm(iterable, **kwargs)
 
 
 def _os_name() -> str:

@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from lmlib import distributed
 from lmlib.batches import check_tokens, estimate_loss, get_batch
@@ -45,7 +44,7 @@ from lmlib.checkpoints import (
 )
 from lmlib.memory import checkpoint_blocks
 from lmlib.optim import configure_optimizer, lr_at
-from lmlib.runtime import check_int, check_number, get_device
+from lmlib.runtime import check_int, check_number, get_device, progress_bar
 
 
 @dataclass
@@ -353,7 +352,9 @@ class Trainer:
             check_int(iters, "iters", low=0)
         stop = cfg.max_iters if iters is None else min(cfg.max_iters, self.iter + iters)
         shown = cfg.progress and distributed.is_main()  # one bar, not one per process
-        bar = tqdm(total=cfg.max_iters, initial=self.iter, desc="train", disable=not shown)
+        bar = progress_bar(
+            total=stop, initial=self.iter, desc="train", unit="steps", disable=not shown
+        )
         self.model.train()  # dropout on, whatever mode the model came in
         evaluating = bool(cfg.eval_iters and self.splits)
         if self.iter == 0 and not self.history.eval_iter and cfg.eval_interval and evaluating:

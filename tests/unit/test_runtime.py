@@ -1,4 +1,5 @@
-"""Seeding, device selection, run profiles, eval mode and the environment summary."""
+"""Seeding, device selection, run profiles, eval mode, the environment summary and the
+progress bar."""
 
 import platform
 import random
@@ -8,7 +9,15 @@ import pytest
 import torch
 
 import lmlib
-from lmlib.runtime import DEVICE_ENV, PROFILE_ENV, PROFILES, RunProfile, eval_mode, run_profile
+from lmlib.runtime import (
+    DEVICE_ENV,
+    PROFILE_ENV,
+    PROFILES,
+    RunProfile,
+    eval_mode,
+    progress_bar,
+    run_profile,
+)
 
 
 def draw():
@@ -130,3 +139,51 @@ def test_eval_mode_restores_the_mode_it_found_even_on_error(training):
     with pytest.raises(RuntimeError, match="boom"), eval_mode(net):
         raise RuntimeError("boom")
     assert net.training is training and net[1].training is training
+
+
+# --------------------------------------------------------------------------------------------
+# Progress bar
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def test_progress_bar_outside_a_notebook_is_tqdms_text_bar(capsys):
+    assert sum(progress_bar(range(4), desc="demo", unit="steps")) == 6
+    err = capsys.readouterr().err
+    assert "demo: 100%" in err and "4/4" in err  # tqdm's own final line, on stderr
+    with progress_bar(total=3, desc="quiet", disable=True) as bar:
+        bar.update(3)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_progress_bar_in_a_kernel_leaves_one_line_and_no_widget():
+    """In a real Jupyter kernel: the live output is tqdm's widget whose text fallback is
+    already the final line (what nbval, which ignores display updates, compares); the stored
+    output (nbclient, as nbconvert and Jupyter Book run it) is that line alone."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("ipywidgets")
+    first_shown = []
+
+    class Recorder(nbclient.NotebookClient):
+        def output(self, outs, msg, display_id, cell_index):
+            if msg["msg_type"] == "display_data":
+                first_shown.append(msg["content"]["data"])
+            return super().output(outs, msg, display_id, cell_index)
+
+    cells = [
+        "from lmlib.runtime import progress_bar\n"
+        "for _ in progress_bar(range(5), desc='demo', unit='steps'):\n    pass",
+        "bar = progress_bar(total=4, desc='train', unit='steps')\nbar.update(1)\nbar.close()",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    Recorder(nb, timeout=120, kernel_name="python3").execute()
+    stored = [cell.outputs for cell in nb.cells]
+    assert stored[0] == [{"output_type": "display_data", "metadata": {},
+                          "data": {"text/plain": "demo: 5/5 steps"}}]  # fmt: skip
+    assert stored[1][0]["data"] == {"text/plain": "train: 1/4 steps, stopped"}
+    assert [set(shown) for shown in first_shown] == [{WIDGET_VIEW, "text/plain"}] * 2
+    assert [shown["text/plain"] for shown in first_shown] == ["demo: 5/5 steps"] + [
+        "train: 4/4 steps"
+    ]
