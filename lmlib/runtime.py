@@ -154,6 +154,8 @@ class RunProfile:
     finetune_steps: int = 30  # training steps of each fine-tuning method on SST-2
     encoder_steps: int = 60  # training steps of the MiniLM classifier
     # Chapter 6
+    sst2_test: int = 400  # SST-2 validation sentences scored (a seeded sample of the 872)
+    max_shots: int = 4  # the most demonstrations in a few-shot prompt (0, 4, 8)
     probe_train: int = 4000  # training sentences of the MiniLM sentiment probe
     code_samples: int = 5  # samples per programming problem, for pass@k
     # Chapter 7
@@ -176,6 +178,8 @@ PROFILES = {
         d_model=256,
         finetune_steps=300,
         encoder_steps=600,
+        sst2_test=872,
+        max_shots=8,
         probe_train=67349,
         code_samples=20,
         ppl_tokens=8192,
