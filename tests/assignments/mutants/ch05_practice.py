@@ -10,6 +10,10 @@ TOP_K = """\
     return np.where(logits < kth, -np.inf, logits)
 """
 KTH = "    kth = np.sort(logits)[::-1][min(k, len(logits)) - 1]"
+CHECK_K = """\
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+"""
 TOP_P = """\
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
@@ -90,6 +94,36 @@ MUTANTS: dict[str, dict[str, Mutant]] = {
             "    kth = np.sort(logits)[::-1][1]",
             {"q1 - 2"},
             "replaced by `-np.inf`",
+        ),
+        "no check of k: k = 0 keeps every entry": Mutant(
+            CHECK_K,
+            "",
+            {"q1 - 2"},
+            "for $k < 1$ raise a `ValueError`",
+        ),
+        "checks k < 0 only: k = 0 accepted": Mutant(
+            "    if k < 1:",
+            "    if k < 0:",
+            {"q1 - 2"},
+            "for $k < 1$ raise a `ValueError`",
+        ),
+        "an assert instead of a ValueError": Mutant(
+            CHECK_K,
+            '    assert k >= 1, f"k must be at least 1, got {k}"\n',
+            {"q1 - 2"},
+            "raise a `ValueError`",
+        ),
+        "k below 1 taken as 1": Mutant(
+            CHECK_K,
+            "    k = max(k, 1)\n",
+            {"q1 - 2"},
+            "$k$ must\nbe at least 1",
+        ),
+        "k below 1 masks every entry": Mutant(
+            CHECK_K,
+            "    if k < 1:\n        return np.full_like(logits, -np.inf)\n",
+            {"q1 - 2"},
+            "for $k < 1$ raise a `ValueError`",
         ),
     },
     "q2": {
