@@ -1,4 +1,5 @@
-"""Mutation table of ch03_transformer: position encodings, attention, layer norm, a block.
+"""Mutation table of ch03_transformer: position encodings, attention, layer norm, a block,
+cross-attention with a source padding mask.
 
 The format is in ``mutants/__init__.py``.
 """
@@ -41,6 +42,22 @@ BLOCK = """\
 FFN = '    return X + gelu(h @ p["W_1"] + p["b_1"]) @ p["W_2"] + p["b_2"]'
 W = 'p["W_q"], p["W_k"], p["W_v"], p["W_o"]'  # the attention weights, in order
 ATTN = '    X = X + multi_head_attention(h, p["W_q"], p["W_k"], p["W_v"], p["W_o"], n_heads)'
+
+CROSS = """\
+    d_k = Y.shape[1] // n_heads
+    Q, K, V = Y @ W_q, H @ W_k, H @ W_v
+    keep = np.asarray(src_mask, dtype=bool)  # (S,): True for a real source token
+    outputs = []
+    for h in range(n_heads):
+        c = slice(h * d_k, (h + 1) * d_k)  # head h's channels
+        scores = Q[:, c] @ K[:, c].T / np.sqrt(d_k)  # (T, S)
+        scores = np.where(keep, scores, -np.inf)  # masks columns: keys, not queries
+        e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        weights = e / e.sum(axis=-1, keepdims=True)
+        outputs.append(weights @ V[:, c])
+    return np.concatenate(outputs, axis=1) @ W_o
+"""
+MASK = "        scores = np.where(keep, scores, -np.inf)  # masks columns: keys, not queries"
 
 MUTANTS: dict[str, dict[str, Mutant]] = {
     "q1": {
@@ -286,6 +303,71 @@ MUTANTS: dict[str, dict[str, Mutant]] = {
             "Do not\nchange `X`",
         ),
     },
+    "q5": {
+        "padding scores set to 0 instead of -inf": Mutant(
+            MASK,
+            "        scores = np.where(keep, scores, 0.0)",
+            {"q5 - 1", "q5 - 2", "q5 - 3"},
+            "-\\infty & \\text{if src\\_mask}[s] = 0",
+        ),
+        "no padding mask": Mutant(
+            MASK,
+            "        scores = scores",
+            {"q5 - 1", "q5 - 2", "q5 - 3"},
+            "so that padding gets a weight of exactly 0",
+        ),
+        "the mask read the wrong way round (1 = padding)": Mutant(
+            "    keep = np.asarray(src_mask, dtype=bool)",
+            "    keep = np.asarray(src_mask) == 0",
+            {"q5 - 1", "q5 - 2", "q5 - 3"},
+            "1 for a real source token, 0 for\npadding",
+        ),
+        "a causal mask too, as in question 2": Mutant(
+            MASK,
+            "        causal = np.tril(np.ones((len(Y), len(keep)), dtype=bool))\n"
+            "        scores = np.where(keep & causal, scores, -np.inf)",
+            {"q5 - 1", "q5 - 2", "q5 - 3"},
+            "There is no causal mask",
+        ),
+        "keys and values from Y (self-attention)": Mutant(
+            "    Q, K, V = Y @ W_q, H @ W_k, H @ W_v",
+            "    Q, K, V = Y @ W_q, Y @ W_k, Y @ W_v",
+            {"q5 - 1", "q5 - 2", "q5 - 3"},
+            "$K = HW^K$, $V = HW^V$",
+        ),
+        "the mask applied to the queries (rows)": Mutant(
+            MASK,
+            "        scores = np.where(keep[:, None], scores, -np.inf)",
+            {"q5 - 1", "q5 - 2", "q5 - 3"},
+            "every target position may read every real source token",
+        ),
+        "softmax over every key, padding zeroed afterwards": Mutant(
+            MASK + "\n        e = np.exp(scores - scores.max(axis=-1, keepdims=True))\n"
+            "        weights = e / e.sum(axis=-1, keepdims=True)",
+            "        e = np.exp(scores - scores.max(axis=-1, keepdims=True))\n"
+            "        weights = e / e.sum(axis=-1, keepdims=True) * keep",
+            {"q5 - 1", "q5 - 2", "q5 - 3"},
+            "each row's weights over the real tokens sum\nto 1",
+        ),
+        "no max subtraction (overflows)": Mutant(
+            "        e = np.exp(scores - scores.max(axis=-1, keepdims=True))",
+            "        e = np.exp(scores)",
+            {"q5 - 3"},
+            "stable for large scores (subtract each row's maximum)",
+        ),
+        "scaled by sqrt(d) instead of sqrt(d_k)": Mutant(
+            "        scores = Q[:, c] @ K[:, c].T / np.sqrt(d_k)  # (T, S)",
+            "        scores = Q[:, c] @ K[:, c].T / np.sqrt(Y.shape[1])",
+            {"q5 - 2"},
+            "\\frac{Q_h K_h^\\top}{\\sqrt{d_k}}",
+        ),
+        "output projection W_o forgotten": Mutant(
+            "    return np.concatenate(outputs, axis=1) @ W_o",
+            "    return np.concatenate(outputs, axis=1)",
+            {"q5 - 1", "q5 - 2", "q5 - 3"},
+            "multiply by $W^O$",
+        ),
+    },
 }
 
 CORRECT: dict[str, dict[str, Correct]] = {
@@ -357,6 +439,34 @@ CORRECT: dict[str, dict[str, Correct]] = {
             '    for norm, sublayer in (("ln1", attention), ("ln2", ffn)):\n'
             '        X = X + sublayer(layer_norm(X, p[norm + "_gain"], p[norm + "_bias"]))\n'
             "    return X\n",
+        ),
+    },
+    "q5": {
+        "torch's scaled_dot_product_attention with a boolean mask": Correct(
+            CROSS,
+            "    import torch\n"
+            "    import torch.nn.functional as F\n\n"
+            "    T, d = Y.shape\n\n"
+            "    def heads(A, W):  # (n, d) -> (n_heads, n, d_k)\n"
+            "        out = torch.from_numpy(A @ W).reshape(len(A), n_heads, -1)\n"
+            "        return out.transpose(0, 1)\n\n"
+            "    keep = torch.as_tensor(np.asarray(src_mask) != 0)  # (S,): over keys\n"
+            "    q, k, v = heads(Y, W_q), heads(H, W_k), heads(H, W_v)\n"
+            "    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)\n"
+            "    return out.transpose(0, 1).reshape(T, d).numpy() @ W_o\n",
+        ),
+        "all heads at once with einsum, padding dropped before the softmax": Correct(
+            CROSS,
+            "    T, d = Y.shape\n"
+            "    d_k = d // n_heads\n"
+            "    real = np.flatnonzero(np.asarray(src_mask))  # keep only the real keys\n"
+            "    Q = (Y @ W_q).reshape(T, n_heads, d_k)\n"
+            "    K = (H[real] @ W_k).reshape(len(real), n_heads, d_k)\n"
+            "    V = (H[real] @ W_v).reshape(len(real), n_heads, d_k)\n"
+            '    s = np.einsum("thk,shk->hts", Q, K) / np.sqrt(d_k)\n'
+            "    w = np.exp(s - s.max(axis=-1, keepdims=True))\n"
+            "    w /= w.sum(axis=-1, keepdims=True)\n"
+            '    return np.einsum("hts,shk->thk", w, V).reshape(T, d) @ W_o\n',
         ),
     },
 }
