@@ -173,10 +173,11 @@ class SkipGram(nn.Module):
 
 @dataclass
 class Word2Vec:
-    """A trained model: the words, their vectors (B, C rows of v) and the training record."""
+    """A trained model: the words, their vectors (the rows of v, and of u) and its record."""
 
     words: list[str]
     vectors: torch.Tensor  # (V, C): the centre vectors v, one row per word
+    context_vectors: torch.Tensor | None = None  # (V, C): the u, which score a word as context
     losses: list[float] = field(default_factory=list)  # mean loss of each step
     seconds: float = 0.0  # training time, wall clock
     pairs_seen: int = 0  # (centre, context) pairs over all epochs
@@ -241,4 +242,5 @@ def train_word2vec(words: Sequence[str], cfg: Word2VecConfig | None = None) -> W
         result.pairs_seen += len(pairs)
     result.seconds = time.perf_counter() - start
     result.vectors = model.centre.weight.detach().clone()
+    result.context_vectors = model.context.weight.detach().clone()
     return result
