@@ -22,6 +22,7 @@ torch_threads, load_average (min and max over the runs), runs (every time measur
     python benchmarks/generate.py                  # 8-10 minutes on a 2-core CPU
     python benchmarks/generate.py --new-tokens 64  # quicker
     python benchmarks/generate.py --threads 1      # steadier on a CPU shared with other jobs
+    python benchmarks/generate.py --no-uncached    # skip the slow run without the cache
 
 What limits the speed here (SmolLM2, batch 1, float32, 2 AMD EPYC cores with AVX2): every
 new token multiplies a (1, C) vector by every weight matrix, 538 MB of float32 weights read
@@ -36,6 +37,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -83,9 +85,10 @@ def main():
     p.add_argument("--batch", type=int, default=8, help="prompts in the batched runs (0: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--no-cache-run", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--uncached", action=argparse.BooleanOptionalAction, default=True,
                    help="also time lmlib without the KV cache (the slow one)")  # fmt: skip
     args = p.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines survive a killed run
     if args.threads:
         torch.set_num_threads(args.threads)
     n, device = args.new_tokens, torch.device(args.device)
@@ -125,7 +128,7 @@ def main():
         "hf_tokens_per_second": round(n / t["hf"], 2),
         "ratio": round(t["hf"] / t["lmlib"], 3),
     }
-    if args.no_cache_run:
+    if args.uncached:
         seconds, out_slow, load = timed(lambda: run_lmlib(ids, use_cache=False))
         runs["lmlib_no_cache"] = [(round(seconds, 3), round(load, 2))]
         same = same and torch.equal(outs["lmlib"], out_slow)
