@@ -70,8 +70,12 @@ PUBLISHED_MODELS: tuple[PublishedModel, ...] = (
                    "Vaswani et al. 2017, Table 3"),
     PublishedModel("GPT", 2018, 117e6, None,
                    "Radford et al. 2019, Table 2 (smallest size = original GPT)"),
-    PublishedModel("BERT-Large", 2018, 340e6, 1.28e11,
-                   "Devlin et al. 2018: 1M steps of 256 x 512 tokens"),
+    # 1M steps of 256 sequences; 90% of the steps used sequences of 128 tokens and the last
+    # 10% sequences of 512: 1e6 * 256 * (0.9 * 128 + 0.1 * 512) = 4.26e10 tokens (counting
+    # every step at 512 tokens, as "256 x 512 = 128,000 tokens/batch" suggests, is 3x more).
+    PublishedModel("BERT-Large", 2018, 340e6, 1e6 * 256 * (0.9 * 128 + 0.1 * 512),
+                   "Devlin et al. 2019, App. A.2: 1M steps of 256 sequences, 90% of 128 "
+                   "tokens"),
     PublishedModel("GPT-2", 2019, 1.542e9, None, "Radford et al. 2019, Table 2"),
     PublishedModel("T5-11B", 2019, 11e9, 1e12,
                    "Raffel et al. 2020, Sec. 3.7: about 1 trillion tokens"),

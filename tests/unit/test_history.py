@@ -22,3 +22,12 @@ def test_six_n_d_matches_the_compute_reported_for_gpt3():
 def test_undisclosed_figures_give_no_estimate():
     gpt4 = next(m for m in PUBLISHED_MODELS if m.name == "GPT-4")
     assert training_flops(gpt4) is None
+
+
+def test_bert_large_tokens_count_the_short_sequences_of_most_steps():
+    """Devlin et al. 2019, Appendix A.2: 1M steps of 256 sequences, 90% of the steps with
+    sequences of 128 tokens, 10% with 512."""
+    bert = next(m for m in PUBLISHED_MODELS if m.name == "BERT-Large")
+    by_hand = 900_000 * 256 * 128 + 100_000 * 256 * 512  # 29.5e9 + 13.1e9
+    assert bert.tokens == pytest.approx(by_hand) == pytest.approx(4.26e10, rel=1e-3)
+    assert bert.tokens / bert.params == pytest.approx(125.3, abs=0.1)
