@@ -141,13 +141,13 @@ class RunProfile:
     for longer and evaluates more; the cells' code is the same for both.
 
     >>> PROFILES["cpu"].shakespeare_iters, PROFILES["gpu"].shakespeare_iters
-    (2000, 5000)
+    (600, 5000)
     """
 
     name: str = "cpu"
     # Chapter 5, training from scratch
-    shakespeare_iters: int = 2000  # training steps of the character-level Shakespeare GPT
-    tang_iters: int = 1200  # training steps of the Tang-poem GPT
+    shakespeare_iters: int = 600  # training steps of the character-level Shakespeare GPT
+    tang_iters: int = 500  # training steps of the Tang-poem GPT
     tang_batch: int = 16  # the Tang-poem GPT's batch size
     d_model: int = 128  # channels of both character-level GPTs
     # Chapter 5, fine-tuning
