@@ -157,7 +157,7 @@ def index_page(names: list[str]) -> str:
 step, kept in one place, tested against reference implementations (PyTorch, Hugging Face
 `transformers` and `tokenizers`, scikit-learn, sacreBLEU, rouge-score). These pages are
 generated from its docstrings; each function links to its source. The numbered equations of
-Chapters 3 and 4 link here, and each implementing function links back: see
+Chapters 2 to 4 link here, and each implementing function links back: see
 [](equations.md).
 
 | module | what it holds | used in chapter |

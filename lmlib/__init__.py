@@ -7,6 +7,10 @@
 - `lmlib.history`: published milestones and model sizes, with sources (Chapter 1)
 - `lmlib.ngram`: n-gram language models (Chapter 1)
 - `lmlib.tokenizers`: character and byte-level BPE tokenizers, from scratch (Chapter 2)
+- `lmlib.neural_lm`: Bengio's neural language model, the step after n-grams (Chapter 2)
+- `lmlib.word2vec`: skip-gram with negative sampling, static word vectors (Chapter 2)
+- `lmlib.objectives`: pre-training objectives as data transformations: causal, masked
+  (BERT's 80/10/10), next-sentence prediction, span corruption (Chapter 2)
 - `lmlib.attention`: attention by hand and fused (with grouped-query heads), position
   encodings, norms, feed-forward layers (Chapters 3-4)
 - `lmlib.model`: GPT-2-style and Llama-style decoder-only models side by side, and where
@@ -14,6 +18,9 @@
 - `lmlib.inputs`: a decoder's inputs: token ids or embeddings, positions and attention masks,
   with a KV cache and left padding (Chapters 3, 5)
 - `lmlib.convert`: Hugging Face checkpoints in lmlib's GPT and Llama (Chapter 3)
+- `lmlib.seq2seq`: the encoder-decoder Transformer, cross-attention, translation (Ch. 3)
+- `lmlib.number_words`: a generated translation task, numbers in English and French words
+  (Chapter 3)
 - `lmlib.perplexity`: perplexity, exp of the mean cross-entropy, over long texts (Chapter 4)
 - `lmlib.batches`: batches from one long token sequence, and the loss on fixed ones (Ch. 5)
 - `lmlib.optim`: AdamW and its learning-rate schedule (Chapter 5)

@@ -20,7 +20,11 @@ import yaml
 from booktools import api_pages
 
 ROOT = Path(__file__).resolve().parents[2]
-CHAPTERS = ["chapters/03_transformer.ipynb", "chapters/04_mathematics.ipynb"]
+CHAPTERS = [
+    "chapters/02_core_concepts.ipynb",
+    "chapters/03_transformer.ipynb",
+    "chapters/04_mathematics.ipynb",
+]
 EQUATIONS_PAGE = ROOT / "api" / "equations.md"
 # a display equation, and its label when it has one: $$ ... $$ (label)
 DISPLAY = re.compile(r"^\$\$\n(.*?)\n\$\$(?: \(([\w-]+)\))?$", re.S | re.M)
