@@ -132,7 +132,7 @@ def sgns_loss(centre: torch.Tensor, context: torch.Tensor, noise: torch.Tensor) 
 
     ``centre`` (B, C) holds v_c, ``context`` (B, C) u_o and ``noise`` (B, K, C) the u of K
     noise words. Written with -log sigma(x) = softplus(-x) = log(1 + e^-x), which stays
-    finite for large |x|. All scores 0: each of the 1 + K terms is log 2.
+    finite for large ``abs(x)``. All scores 0: each of the 1 + K terms is log 2.
 
     >>> round(sgns_loss(torch.zeros(1, 3), torch.zeros(1, 3), torch.zeros(1, 4, 3)).item(), 4)
     3.4657
