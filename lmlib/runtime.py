@@ -15,6 +15,9 @@ minutes, or more work on a GPU (``LMLIB_PROFILE`` chooses).
 `progress_bar` is the one progress bar of the package: a live bar while a loop runs, and
 one plain line (``train: 2000/2000 steps``) in a notebook's stored output.
 
+`glue` hands a computed value to the chapter's prose (myst-nb's ``{glue:text}`` role) when
+the book is built, and stays silent where myst-nb is not installed (Colab, a plain Jupyter).
+
 `check_int` and `check_number` are the argument checks every module shares: a value a
 reader might get wrong (a float where an int belongs, a negative count, an infinite rate)
 fails at the call, with an error that names the argument, what it got and what it needs.
@@ -218,6 +221,28 @@ def cache_root() -> Path:
 def in_colab() -> bool:
     """True when running inside Google Colab (the setup cells use the same test)."""
     return "google.colab" in sys.modules
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """Store ``value`` under ``name`` for the prose to quote as ``{glue:text}`name```.
+
+    This is `myst_nb.glue` when myst-nb is installed (the book's build and CI). Colab and a
+    plain Jupyter do not install it (it brings Sphinx), and there the prose shows the role
+    unrendered anyway, so the call only displays ``value`` if ``display`` asks for it.
+
+    >>> glue("answer", "42")           # no output: display=False
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"glue needs a non-empty string name, got {name!r}")
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as show
+
+            show(value)
+        return
+    myst_glue(name, value, display=display)
 
 
 class _NotebookBar(tqdm.notebook.tqdm):

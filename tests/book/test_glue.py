@@ -112,6 +112,19 @@ def test_every_glued_name_in_the_book_is_glued_once_and_used():
     assert not found, "\n".join(found)
 
 
+def test_notebooks_glue_through_lmlib_because_colab_has_no_myst_nb():
+    """`lmlib.runtime.glue` is myst-nb's glue where myst-nb is installed; importing myst_nb
+    directly fails in Colab, whose setup cell does not install Sphinx's stack."""
+    direct = [
+        f"{path.relative_to(ROOT)}: cell {i}"
+        for path in chapter_notebooks()
+        for i, cell in enumerate(json.loads(path.read_text())["cells"])
+        if cell["cell_type"] == "code"
+        and re.search(r"^\s*(from|import)\s+myst_nb\b", "".join(cell["source"]), re.M)
+    ]
+    assert not direct, "import glue from lmlib.runtime instead:\n" + "\n".join(direct)
+
+
 # --------------------------------------------------------------------------------------------
 # The check itself, on notebooks a reader can check by hand
 

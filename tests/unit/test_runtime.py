@@ -1,8 +1,9 @@
 """Seeding, device selection, run profiles, eval mode, the environment summary and the
-progress bar."""
+progress bar, glue."""
 
 import platform
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from lmlib.runtime import (
     PROFILES,
     RunProfile,
     eval_mode,
+    glue,
     progress_bar,
     run_profile,
 )
@@ -189,3 +191,29 @@ def test_progress_bar_in_a_kernel_leaves_one_line_and_no_widget():
     assert [shown["text/plain"] for shown in first_shown] == ["demo: 5/5 steps"] + [
         "train: 4/4 steps"
     ]
+
+
+def test_glue_is_myst_nbs_where_it_is_installed(monkeypatch):
+    """With myst-nb (the book's build) the value is stored as myst-nb stores it; the
+    function called is myst_nb.glue itself, with the same arguments."""
+    myst_nb = pytest.importorskip("myst_nb")
+    calls = []
+    monkeypatch.setattr(myst_nb, "glue", lambda *args, **kw: calls.append((args, kw)))
+    glue("val_loss", "1.87")
+    glue("shown", 3, display=True)
+    assert calls == [(("val_loss", "1.87"), {"display": False}), (("shown", 3), {"display": True})]
+
+
+def test_glue_without_myst_nb_shows_only_what_it_is_asked_to(monkeypatch, capsys):
+    """Colab has no myst-nb: a hidden value is dropped silently, a displayed one is shown."""
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # import myst_nb now raises ImportError
+    glue("hidden", "42")
+    assert capsys.readouterr().out == ""
+    glue("shown", "42", display=True)
+    assert "42" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["", None, 3])
+def test_glue_rejects_a_name_that_is_not_a_string(bad):
+    with pytest.raises(ValueError, match="non-empty string name"):
+        glue(bad, "x")
