@@ -8,6 +8,9 @@ re-executed. The file is built from the markdown cells of the pages of Chapters 
 (chapter pages and their section notebooks, in _toc.yml order; assignments are not part of
 it), split by `lmlib.rag.book_passages` into passages of at most about 120 words. A passage's
 source is its page's path under chapters/ ("03_transformer", "05_practice/03_finetuning").
+The passages hold the prose as a reader sees it (`lmlib.rag.notebook_markdown`): glued
+numbers filled in from the stored outputs, diagrams' sources left out. So the file also goes
+stale when a chapter is re-executed and a number its prose quotes changes.
 
     python -m booktools.corpus          # rewrite the file when stale (part of `make sync`)
     python -m booktools.corpus --check  # exit 1 when it is stale, naming the pages

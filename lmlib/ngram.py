@@ -56,6 +56,7 @@ class NGramLM:
         self.ngrams: dict[int, Counter] = {}
         self.contexts: dict[int, Counter] = {}
         self.vocab: list[Token] = []
+        self._after: dict[int, dict[tuple, np.ndarray]] = {}  # m -> ctx -> (ids, counts)
 
     def fit(self, tokens: Sequence[Token], vocab: Sequence[Token] | None = None) -> NGramLM:
         """Count every m-gram, m = 1..n, in ``tokens``; returns ``self``.
@@ -73,6 +74,7 @@ class NGramLM:
         if missing:
             raise ValueError(f"training tokens not in the given vocab: {sorted(missing)[:10]}")
         self._index = {t: i for i, t in enumerate(self.vocab)}
+        self._after = {}
         for m in range(1, self.n + 1):
             grams = Counter(zip(*(tokens[i:] for i in range(m))))
             self.ngrams[m] = grams
@@ -108,8 +110,36 @@ class NGramLM:
         return num / den
 
     def next_token_probs(self, context: Sequence[Token]) -> np.ndarray:
-        """The whole distribution over ``self.vocab`` after ``context`` (sums to one)."""
-        return np.array([self.prob(context, w) for w in self.vocab])
+        """The whole distribution over ``self.vocab`` after ``context`` (sums to one).
+
+        Equal, to the last bit, to ``[self.prob(context, w) for w in self.vocab]``, with the
+        same arithmetic done on arrays: one pass over the tokens seen after the context, not
+        one dictionary lookup per vocabulary entry (V = 7,898 for Chapter 1's Tang poems).
+
+        >>> lm = NGramLM(n=2, k=1.0).fit("abab")
+        >>> lm.next_token_probs("b").tolist() == [lm.prob("b", w) for w in lm.vocab]
+        True
+        """
+        if not self.vocab:
+            raise RuntimeError("the model is not fitted yet: call fit(tokens) first")
+        ctx = self._context(context)
+        m = len(ctx) + 1
+        den = self.contexts[m][ctx] + self.k * self.V
+        if den == 0:  # k = 0 and an unseen context: no estimate at all
+            return np.zeros(self.V)
+        return (self._counts_after(m, ctx) + self.k) / den
+
+    def _counts_after(self, m: int, ctx: tuple) -> np.ndarray:
+        """count(ctx, w) for every w of the vocabulary, as floats (ctx has m - 1 tokens)."""
+        if m not in self._after:  # built on first use: only sampling needs it
+            after: dict[tuple, list] = {}
+            for gram, c in self.ngrams[m].items():
+                after.setdefault(gram[:-1], []).append((self._index[gram[-1]], c))
+            self._after[m] = {k: np.array(v).T for k, v in after.items()}
+        counts = np.zeros(self.V)
+        if (seen := self._after[m].get(ctx)) is not None:
+            counts[seen[0]] = seen[1]
+        return counts
 
     def log_prob(self, tokens: Sequence[Token]) -> float:
         """Natural-log probability of ``tokens``, each conditioned on the ones before it."""
@@ -175,6 +205,20 @@ class InterpolatedNGramLM(NGramLM):
         for m in range(1, self.n + 1):
             self.followers[m] = Counter(gram[:-1] for gram in self.ngrams[m])
         return self
+
+    def next_token_probs(self, context: Sequence[Token]) -> np.ndarray:
+        # prob's recursion, for every token at once (the same operations, the same floats)
+        if not self.vocab:
+            raise RuntimeError("the model is not fitted yet: call fit(tokens) first")
+        ctx = self._context(context)
+        p = np.full(self.V, 1.0 / self.V)
+        for m in range(1, len(ctx) + 2):
+            c = ctx[len(ctx) - m + 1 :]
+            seen = self.contexts[m][c]
+            if seen:
+                lam = seen / (seen + self.followers[m][c])
+                p = lam * self._counts_after(m, c) / seen + (1 - lam) * p
+        return p
 
     def prob(self, context: Sequence[Token], token: Token) -> float:
         self._check(token)

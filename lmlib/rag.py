@@ -86,13 +86,49 @@ def split_markdown(markdown: str, source: str, max_words: int = 120) -> list[Pas
     return passages
 
 
+# ```{mermaid} ... ``` (or with more backticks): a diagram's source, not prose
+_DIAGRAM = re.compile(r"^(`{3,})\{mermaid\}.*?^\1[ \t]*$\n?", re.MULTILINE | re.DOTALL)
+_GLUE_TEXT = re.compile(r"\{glue:text\}`([^`:]+)`")  # myst-nb's role, e.g. {glue:text}`loss`
+
+
+def glued_values(cells: list[dict]) -> dict[str, str]:
+    """name -> the text myst-nb's ``{glue:text}`name``` shows, from a notebook's stored outputs.
+
+    `lmlib.runtime.glue` (myst-nb's glue) stores the value's text/plain form in an output
+    whose metadata names it; a string's quotes are not part of what the reader sees.
+
+    >>> out = {"metadata": {"scrapbook": {"name": "loss", "mime_prefix": "p/"}},
+    ...        "data": {"p/text/plain": "'1.87'"}}
+    >>> glued_values([{"cell_type": "code", "outputs": [out]}])
+    {'loss': '1.87'}
+    """
+    values = {}
+    for cell in cells:
+        for output in cell.get("outputs", []):
+            scrap = output.get("metadata", {}).get("scrapbook")
+            text = output.get("data", {}).get(f"{(scrap or {}).get('mime_prefix', '')}text/plain")
+            if scrap and text is not None:
+                text = "".join(text)
+                quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+                values[scrap["name"]] = text[1:-1] if quoted else text
+    return values
+
+
 def notebook_markdown(path: str | Path) -> str:
-    """The markdown cells of a notebook (the prose, without code or outputs), or a .md file."""
+    """The prose of a notebook's markdown cells, or of a .md file, as a reader sees it.
+
+    Code, outputs and diagrams' sources (``{mermaid}`` blocks) are left out; a number the
+    prose quotes with ``{glue:text}`name``` is replaced by the value the stored outputs glue
+    (a name they do not glue stays as written).
+    """
     path = Path(path)
     if path.suffix == ".md":
-        return path.read_text(encoding="utf-8")
+        return _DIAGRAM.sub("", path.read_text(encoding="utf-8"))
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    return "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    values = glued_values(cells)
+    prose = "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    prose = _DIAGRAM.sub("", prose)
+    return _GLUE_TEXT.sub(lambda m: values.get(m.group(1), m.group(0)), prose)
 
 
 def book_passages(paths, max_words: int = 120, root: str | Path | None = None) -> list[Passage]:

@@ -71,6 +71,18 @@ def test_distributions_sum_to_one(text, ctx, n, k):
         assert probs.sum() == pytest.approx(1.0, abs=1e-12)
 
 
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(alphabet="abcd ", min_size=1, max_size=60), ctx=contexts,
+       n=st.integers(1, 4), k=st.sampled_from([0.0, 0.1, 1.0]))  # fmt: skip
+def test_the_whole_distribution_is_prob_of_each_token_to_the_last_bit(text, ctx, n, k):
+    """next_token_probs works on arrays; it must give exactly what prob gives, token by
+    token (k = 0 too, where an unseen context has no estimate: all zeros)."""
+    vocab = sorted(set("abcd "))  # "d" may never occur in the text
+    for lm in (NGramLM(n=n, k=k), InterpolatedNGramLM(n=n)):
+        lm.fit(text, vocab=vocab)
+        assert lm.next_token_probs(ctx).tolist() == [lm.prob(ctx, w) for w in vocab]
+
+
 def test_interpolation_beats_add_one_on_long_contexts():
     train, held_out = TEXT * 3, "the dog sat on the mat."
     add_one = NGramLM(n=5, k=1).fit(train).perplexity(held_out)

@@ -14,6 +14,7 @@ from lmlib.rag import (
     Passage,
     book_passages,
     load_passages,
+    notebook_markdown,
     rag_messages,
     save_passages,
     split_markdown,
@@ -50,6 +51,34 @@ def test_book_passages_name_sources_by_stem_or_by_path_under_root(tmp_path):
                                  "Training", "Loss goes down.")  # fmt: skip
     with pytest.raises(ValueError, match="no passages"):
         book_passages([])
+
+
+def test_notebook_markdown_is_the_prose_a_reader_sees(tmp_path):
+    """Glued numbers filled in from the stored outputs (as the built page shows them), a
+    diagram's source left out, code and outputs left out; an unglued name stays as written."""
+    prose = (
+        "# Result\nLoss {glue:text}`loss` after {glue:text}`steps` steps; "
+        "{glue:text}`missing` stays.\n\n```{mermaid}\nflowchart LR\n  A --> B\n```\n\nEnd."
+    )
+    outputs = [
+        {"output_type": "display_data", "metadata": {"scrapbook": {"name": "loss",
+         "mime_prefix": "application/papermill.record/"}},
+         "data": {"application/papermill.record/text/plain": "'1.87'"}},
+        {"output_type": "display_data", "metadata": {"scrapbook": {"name": "steps",
+         "mime_prefix": ""}}, "data": {"text/plain": "600"}},
+    ]  # fmt: skip
+    cells = [
+        {"cell_type": "markdown", "metadata": {}, "source": prose},
+        {"cell_type": "code", "metadata": {}, "source": "glue(...)", "outputs": outputs},
+    ]
+    path = tmp_path / "page.ipynb"
+    path.write_text(json.dumps({"cells": cells}))
+    text = notebook_markdown(path)
+    assert text == ("# Result\nLoss 1.87 after 600 steps; {glue:text}`missing` stays.\n\n"
+                    "\nEnd.")  # fmt: skip
+    md = tmp_path / "page.md"
+    md.write_text("Before.\n\n````{mermaid}\nA --> B\n````\nAfter.")
+    assert notebook_markdown(md) == "Before.\n\nAfter."
 
 
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)  # any text, "\n" too
