@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+import psutil  # installed with IPython, which otter needs anyway
 
 from booktools.book import ROOT
 
@@ -58,11 +59,53 @@ def find_masters(names: list[str] | None = None) -> list[Path]:
     return sorted(p for p in ASSIGNMENTS.glob("*/*.ipynb") if p.stem == p.parent.name)
 
 
-def otter(*args: str) -> str:
-    """Run ``python -m otter ARGS``; return its output, or raise with the output's tail."""
+class OtterTimeout(RuntimeError):
+    """``otter`` ran past its time limit; it and everything it started were killed."""
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a process and everything it started.
+
+    The Jupyter kernel runs in a session of its own, so killing otter's process group
+    would miss it. It normally exits soon after otter (a thread polls for its parent), but
+    not while one long C call such as ``sum(range(10**18))`` holds the GIL: it would spin
+    on, alone, until killed.
+    """
+    try:
+        parent = psutil.Process(pid)
+        procs = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def otter(*args: str, timeout: float | None = None) -> str:
+    """Run ``python -m otter ARGS``; return its output, or raise with the output's tail.
+
+    With a ``timeout`` (seconds), otter and everything it started (its kernel) are killed
+    when it runs longer, and `OtterTimeout` is raised.
+    """
     cmd = [sys.executable, "-m", "otter", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    output = proc.stdout + proc.stderr
+    # Output to a file, not a pipe: a kernel that outlives otter could hold a pipe open, and
+    # reading it to the end would then never finish.
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc.pid)
+            proc.wait()
+            log.seek(0)
+            tail = "\n".join(log.read().splitlines()[-30:])
+            raise OtterTimeout(f"`otter {' '.join(args)}` still ran after {timeout:g} s and "
+                               f"was stopped:\n{tail}") from None  # fmt: skip
+        log.seek(0)
+        output = log.read()
     if proc.returncode != 0:
         tail = "\n".join(output.splitlines()[-30:])
         raise RuntimeError(f"`otter {' '.join(args)}` failed ({proc.returncode}):\n{tail}")
@@ -216,13 +259,30 @@ def parse_results(results: dict, expected: dict[str, list[tuple[str, bool]]]) ->
     return Grade(questions)
 
 
-def grade(autograder_zip: Path, notebook: Path, workdir: Path) -> Grade:
-    """Grade NOTEBOOK with ``otter run`` (no Docker) in a fresh subfolder of WORKDIR."""
+GRADE_TIMEOUT = 300.0  # seconds for one `otter run`; an assignment's notebook needs seconds
+
+
+def grade(autograder_zip: Path, notebook: Path, workdir: Path,
+          timeout: float = GRADE_TIMEOUT) -> Grade:  # fmt: skip
+    """Grade NOTEBOOK with ``otter run`` (no Docker) in a fresh subfolder of WORKDIR.
+
+    An ``otter run`` still going after ``timeout`` seconds is stopped. If it had written its
+    results, they are used: otter 7.0 sometimes hangs on exit after grading, its kernel
+    already gone (seen on this book's 2-core machine). Without results it is tried once more.
+    """
     for attempt in (1, 2):
         out = Path(tempfile.mkdtemp(prefix=f"{notebook.stem}-", dir=workdir))
         try:
-            otter("run", "--no-logo", "-a", str(autograder_zip), "-o", str(out), str(notebook))
+            otter("run", "--no-logo", "-a", str(autograder_zip), "-o", str(out), str(notebook),
+                  timeout=timeout)  # fmt: skip
             break
+        except OtterTimeout:
+            if (out / "results.json").is_file():
+                print(f"otter run on {notebook.name} hung after writing its results; they are "
+                      "used", file=sys.stderr)  # fmt: skip
+                break
+            if attempt == 2:
+                raise
         except RuntimeError as err:
             # Kernels started at the same moment can pick the same free port (jupyter_client
             # finds ports, then binds them later); the loser dies before it answers. That is

@@ -50,8 +50,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil  # installed with IPython, which otter needs anyway
-
 from booktools import assignments, sync_setup_cells  # the setup cells the links must match
 from booktools.book import ROOT, config
 
@@ -359,27 +357,6 @@ def autograder_questions(autograder_zip: Path) -> tuple[str, dict[str, float | N
     return config.get("assignment_name", ""), ordered
 
 
-def kill_tree(pid: int) -> None:
-    """Kill a process and everything it started.
-
-    The Jupyter kernel runs in a session of its own, so killing otter's process group
-    would miss it. It normally exits soon after otter (a thread polls for its parent), but
-    not while one long C call such as ``sum(range(10**18))`` holds the GIL: it would spin
-    on, alone, until killed.
-    """
-    try:
-        parent = psutil.Process(pid)
-        procs = parent.children(recursive=True) + [parent]
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
-
-
 def failure_reason(output: str) -> str:
     """One line from otter's output that says why grading failed."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
@@ -418,7 +395,7 @@ def grade_one(
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            kill_tree(proc.pid)
+            assignments.kill_tree(proc.pid)
             proc.wait()
     output = log.read_text(encoding="utf-8", errors="replace")
     if timed_out:

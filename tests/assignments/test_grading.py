@@ -451,3 +451,47 @@ def test_instructors_page_links_every_assignment_to_colab():
     prefix = grading.colab_url(ROOT / "assignments")  # repository, branch and path
     for url in re.findall(r"https://colab\.research\.google\.com/\S+?\.ipynb", page):
         assert url.startswith(prefix), f"{url}: {hint}"
+
+
+def test_an_otter_that_hangs_is_stopped_with_its_children(tmp_path, monkeypatch):
+    """otter() kills a run past its timeout, and what it started in a session of its own
+    (as otter starts its kernel), and says so: no test waits forever on a hung grader."""
+    fake = tmp_path / "fake" / "otter"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")  # a regular package: found before the real otter
+    (fake / "__main__.py").write_text(
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+        "                         start_new_session=True)\n"
+        "print('child', child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))  # this otter shadows the real one
+    start = time.perf_counter()
+    with pytest.raises(assignments.OtterTimeout, match="still ran after 3 s") as err:
+        assignments.otter("run", "x.ipynb", timeout=3)
+    assert time.perf_counter() - start < 30
+    child = int(re.search(r"child (\d+)", str(err.value)).group(1))
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+
+
+def test_grade_uses_the_results_of_an_otter_that_hung_after_writing_them(tmp_path, monkeypatch):
+    calls = []
+
+    def hung_otter(*args, timeout=None):
+        out = Path(args[args.index("-o") + 1])
+        calls.append(out)
+        if write_results:
+            (out / "results.json").write_text('{"tests": []}')
+        raise assignments.OtterTimeout("still ran")
+
+    monkeypatch.setattr(assignments, "otter", hung_otter)
+    monkeypatch.setattr(assignments, "case_names", lambda folder: {})
+    monkeypatch.setattr(assignments, "parse_results", lambda results, names: results)
+    write_results = True
+    got = assignments.grade(tmp_path / "a.zip", tmp_path / "n.ipynb", tmp_path, timeout=1)
+    assert got == {"tests": []} and len(calls) == 1
+    write_results = False  # hung before grading: one more try, then the error
+    with pytest.raises(assignments.OtterTimeout):
+        assignments.grade(tmp_path / "a.zip", tmp_path / "n.ipynb", tmp_path, timeout=1)
+    assert len(calls) == 3

@@ -72,6 +72,65 @@ def test_cached_float32_copy_equals_the_gguf_dequantization(tmp_path, monkeypatc
         assert torch.equal(rebuilt(ids).logits, want)
 
 
+def test_a_damaged_float32_copy_is_rebuilt_not_used(tmp_path, monkeypatch):
+    """The cache's checks on a tiny Llama in place of SmolLM2 (no GGUF read, a second): a
+    flipped byte inside a weight, an unreadable file and a damaged record each rebuild the
+    copy from the source, and a copy that loads is always the one that was built."""
+    transformers = pytest.importorskip("transformers")
+    source = tmp_path / "tiny.gguf"
+    source.write_bytes(b"GGUF stand-in")
+    monkeypatch.setattr(pretrained, "smollm2_gguf_path", lambda: source)
+    monkeypatch.setenv("LMLIB_CACHE_DIR", str(tmp_path / "cache"))
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
+    )  # fmt: skip
+    builds = []
+    load_model = transformers.AutoModelForCausalLM.from_pretrained
+    load_tokenizer = transformers.AutoTokenizer.from_pretrained
+
+    def model_from(path, gguf_file=None, **kwargs):
+        if gguf_file is None:  # the cached copy
+            return load_model(path, **kwargs)
+        assert gguf_file == source.name
+        torch.manual_seed(0)
+        builds.append(path)
+        return transformers.LlamaForCausalLM(config)
+
+    def tokenizer_from(path, gguf_file=None, **kwargs):
+        return load_tokenizer(pretrained.minilm_path() if gguf_file else path, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model_from)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer_from)
+
+    def weights(model):
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    built = weights(pretrained._smollm2_float32_copy()[0])
+    assert len(builds) == 1
+    reloaded = weights(pretrained._smollm2_float32_copy()[0])  # from the copy, not rebuilt
+    assert len(builds) == 1 and reloaded.keys() == built.keys()
+    assert all(torch.equal(reloaded[k], built[k]) for k in built)
+
+    copy = next((tmp_path / "cache").glob("models/*/model.safetensors"))
+    data = bytearray(copy.read_bytes())
+    data[-3] ^= 0x01  # one bit of the last weight: it would load, silently wrong
+    copy.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="model.safetensors does not match the SHA-256"):
+        rebuilt = weights(pretrained._smollm2_float32_copy()[0])
+    assert len(builds) == 2 and all(torch.equal(rebuilt[k], built[k]) for k in built)
+    assert pretrained._smollm2_float32_copy() and len(builds) == 2  # the new copy is sound
+
+    copy.write_bytes(b"not a safetensors file")
+    with pytest.warns(UserWarning, match="is damaged, so it is rebuilt"):
+        pretrained._smollm2_float32_copy()
+    assert len(builds) == 3
+    (copy.parent / "lmlib-source.json").write_text("{not json")  # a damaged record
+    pretrained._smollm2_float32_copy()
+    assert len(builds) == 4
+    assert pretrained._smollm2_float32_copy() and len(builds) == 4
+
+
 def test_folder_sha256_names_each_file(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"abc")
     (tmp_path / "skip.json").write_text("{}")
