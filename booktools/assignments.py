@@ -84,31 +84,38 @@ def kill_tree(pid: int) -> None:
     psutil.wait_procs(procs, timeout=10)
 
 
-def otter(*args: str, timeout: float | None = None) -> str:
-    """Run ``python -m otter ARGS``; return its output, or raise with the output's tail.
+def run_otter(args: list[str], timeout: float | None = None,
+              cwd: Path | None = None) -> tuple[int | None, str]:  # fmt: skip
+    """Run ``python -m otter ARGS``: its exit status and output (stdout and stderr).
 
     With a ``timeout`` (seconds), otter and everything it started (its kernel) are killed
-    when it runs longer, and `OtterTimeout` is raised.
+    when it runs longer, and the status is None.
     """
     cmd = [sys.executable, "-m", "otter", *args]
-    # Output to a file, not a pipe: a kernel that outlives otter could hold a pipe open, and
-    # reading it to the end would then never finish.
+    # Output to a file, not a pipe: a process the notebook started could hold a pipe open
+    # after otter is gone, and reading it to the end would then never finish.
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         try:
-            proc.wait(timeout=timeout)
+            status = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             kill_tree(proc.pid)
             proc.wait()
-            log.seek(0)
-            tail = "\n".join(log.read().splitlines()[-30:])
-            raise OtterTimeout(f"`otter {' '.join(args)}` still ran after {timeout:g} s and "
-                               f"was stopped:\n{tail}") from None  # fmt: skip
+            status = None
         log.seek(0)
-        output = log.read()
-    if proc.returncode != 0:
-        tail = "\n".join(output.splitlines()[-30:])
-        raise RuntimeError(f"`otter {' '.join(args)}` failed ({proc.returncode}):\n{tail}")
+        return status, log.read()
+
+
+def otter(*args: str, timeout: float | None = None) -> str:
+    """Run ``python -m otter ARGS``; return its output, or raise with the output's tail
+    (`OtterTimeout` when it ran past ``timeout`` seconds and was stopped)."""
+    status, output = run_otter(list(args), timeout)
+    tail = "\n".join(output.splitlines()[-30:])
+    if status is None:
+        raise OtterTimeout(f"`otter {' '.join(args)}` still ran after {timeout:g} s and was "
+                           f"stopped:\n{tail}")  # fmt: skip
+    if status != 0:
+        raise RuntimeError(f"`otter {' '.join(args)}` failed ({status}):\n{tail}")
     return output
 
 

@@ -41,7 +41,6 @@ import csv
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -383,26 +382,14 @@ def grade_one(
     if problem:
         return Result(sub.student, f"error: {problem}")
     out = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
-    cmd = [sys.executable, "-m", "otter", "run", "--no-logo", "-a", str(autograder_zip.resolve())]
-    cmd += ["-o", str(out), str(sub.path.resolve())]
-    log = out / "otter.log"
-    # Output to a file, not a pipe: a process the submission started could hold a pipe
-    # open after otter is gone, and reading it to the end would then never finish.
-    timed_out = False
-    with open(log, "w", encoding="utf-8") as f:
-        proc = subprocess.Popen(cmd, cwd=out, stdout=f, stderr=subprocess.STDOUT)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            assignments.kill_tree(proc.pid)
-            proc.wait()
-    output = log.read_text(encoding="utf-8", errors="replace")
-    if timed_out:
+    args = ["run", "--no-logo", "-a", str(autograder_zip.resolve())]
+    code, output = assignments.run_otter([*args, "-o", str(out), str(sub.path.resolve())],
+                                         timeout, cwd=out)  # fmt: skip
+    if code is None:
         status = f"error: timeout (still running after {timeout:g} s)"
-    elif proc.returncode < 0:  # e.g. the out-of-memory killer
-        status = f"error: otter was killed by signal {-proc.returncode}"
-    elif proc.returncode != 0:
+    elif code < 0:  # e.g. the out-of-memory killer
+        status = f"error: otter was killed by signal {-code}"
+    elif code != 0:
         status = f"error: {failure_reason(output)}"
     else:
         status = OK
