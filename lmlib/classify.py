@@ -65,10 +65,11 @@ def _shared_tokens(prefix_ids: list[int], full: list[list[int]]) -> int:
     return min([n] + [len(row) - 1 for row in full])
 
 
-def _takes_cache(model) -> bool:
-    # lmlib's GPT and Llama take a KVCache; Hugging Face models and wrappers such as
-    # lmlib.finetune.PromptTuning do not, and then score every prompt in full.
-    return "cache" in inspect.signature(model.forward).parameters
+def _takes(model, argument: str) -> bool:
+    # lmlib's GPT and Llama take a KVCache and logits_at; Hugging Face models do not, and
+    # wrappers such as lmlib.finetune.PromptTuning take logits_at only. Without a cache
+    # every prompt runs in full; without logits_at the output layer runs at every position.
+    return argument in inspect.signature(model.forward).parameters
 
 
 @torch.no_grad()
@@ -79,7 +80,8 @@ def label_word_logprobs(model, tokenizer, prompts, label_words, *, prefix: str =
     The word is tokenized on its own and appended to the prompt's tokens, exactly as in
     training. Works with our models and with Hugging Face ones (anything whose output has
     ``.logits``, or is the logits). With a ``prefix`` and a model that takes a `KVCache`,
-    the tokens the prompts share with the prefix run once, in a batch of one.
+    the tokens the prompts share with the prefix run once, in a batch of one. With a model
+    that takes ``logits_at`` (lmlib's), the output layer runs only where a word is scored.
 
     A worked example with a "model" that knows nothing (all logits 0, so each of the V = 4
     tokens has probability 1/4, log(1/4) = -1.3863): a word of two tokens gets twice that.
@@ -108,7 +110,7 @@ def label_word_logprobs(model, tokenizer, prompts, label_words, *, prefix: str =
     device = next(model.parameters()).device
     full = [tokenizer.encode(prefix + p) for p in prompts]  # each prompt tokenized once
     n_shared = 0
-    if prefix and _takes_cache(model):
+    if prefix and _takes(model, "cache"):
         n_shared = _shared_tokens(tokenizer.encode(prefix), full)
     # Scoring word w after prompt i needs the outputs at the prompt's last token and at each
     # of w's tokens but the last, so we run the prompt's uncached tokens + w[:-1]. One-token
@@ -119,6 +121,7 @@ def label_word_logprobs(model, tokenizer, prompts, label_words, *, prefix: str =
         for k, w in enumerate(words):
             runs.setdefault(tuple(f[n_shared:] + w[:-1]), []).append((i, k, first, w))
     seqs = sorted(runs, key=len)  # similar lengths side by side: less padding
+    at_some = _takes(model, "logits_at")
     out = torch.zeros(len(prompts), len(words))
     with eval_mode(model):
         if n_shared:
@@ -127,16 +130,24 @@ def label_word_logprobs(model, tokenizer, prompts, label_words, *, prefix: str =
         for start in range(0, len(seqs), batch_size):
             chunk = seqs[start : start + batch_size]
             idx = right_pad(chunk, device=device)  # (B, T)
+            options = {}
             if n_shared:
-                cache = KVCache.for_model(model, len(chunk), n_shared + idx.size(1))
-                cache.load_prefix(prefix_cache)  # (1, nkv, P, hs) copied into every row
-                output = model(idx, cache=cache)
-            else:
-                output = model(idx)
-            logits = getattr(output, "logits", output)  # (B, T, V)
+                options["cache"] = KVCache.for_model(model, len(chunk), n_shared + idx.size(1))
+                options["cache"].load_prefix(prefix_cache)  # (1, nkv, P, hs) into every row
+            if at_some:  # the output layer only where a word is scored
+                at = torch.zeros(idx.shape, dtype=torch.bool)
+                for b, seq in enumerate(chunk):
+                    for _, _, first, w in runs[seq]:
+                        at[b, first : first + len(w)] = True
+                row = at.flatten().cumsum(0).view(idx.shape) - 1  # (B, T): its row of logits
+                options["logits_at"] = at.to(device)
+            output = model(idx, **options)
+            logits = getattr(output, "logits", output)  # (B, T, V), or (N, V) with logits_at
             for b, seq in enumerate(chunk):
                 for i, k, first, w in runs[seq]:
-                    logp = logits[b, first : first + len(w)].float().log_softmax(-1)  # (len(w), V)
+                    span = slice(first, first + len(w))
+                    rows = logits[row[b, span]] if at_some else logits[b, span]  # (len(w), V)
+                    logp = rows.float().log_softmax(-1)
                     out[i, k] = logp[torch.arange(len(w)), w].sum().cpu()
     return out
 

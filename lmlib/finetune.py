@@ -236,14 +236,24 @@ class PromptTuning(nn.Module):
             raise ValueError(f"init_from_ids needs {n_virtual_tokens} ids, got {ids.numel()}")
         self.prompt = nn.Parameter(wte.weight[ids].detach().clone())  # (P, C)
 
-    def forward(self, idx: torch.Tensor, targets=None) -> LMOutput:
-        """idx (B, T) -> `LMOutput` with logits (B, T, V) for the real tokens only."""
+    def forward(self, idx: torch.Tensor, targets=None, *, logits_at=None) -> LMOutput:
+        """idx (B, T) -> `LMOutput` with logits (B, T, V) for the real tokens only, or
+        (N, V) at the True positions of ``logits_at`` (B, T), as in `lmlib.model.GPT`."""
         idx = check_token_ids(idx, self.model.get_input_embeddings().num_embeddings)
         m, (B, T), P = self.model, idx.shape, self.prompt.shape[0]
         if P + T > m.config.block_size:
             raise ValueError(f"{P} virtual + {T} tokens exceed block_size {m.config.block_size}")
         tokens = m.get_input_embeddings()(idx)  # (B, T, C)
         x = torch.cat([self.prompt.expand(B, P, -1), tokens], dim=1)  # (B, P + T, C)
+        if logits_at is not None:  # the virtual tokens' positions are never scored
+            for name, t in (("logits_at", logits_at), ("targets", targets)):
+                if t is not None and (not isinstance(t, torch.Tensor) or t.shape != (B, T)):
+                    raise ValueError(f"{name} must be a (B, T) = {(B, T)} tensor like idx, "
+                                     f"got {t!r:.60}")  # fmt: skip
+            at = torch.cat([logits_at.new_zeros(B, P), logits_at], dim=1)  # (B, P + T)
+            if targets is not None:
+                targets = torch.cat([targets.new_full((B, P), -100), targets], dim=1)
+            return m(inputs_embeds=x, targets=targets, logits_at=at)  # logits (N, V)
         # The virtual tokens' outputs predict nothing: keep the real tokens' (B, T, V) only.
         logits = m(inputs_embeds=x).logits[:, P:].contiguous()
         return LMOutput(logits, lm_loss(logits, targets))  # targets -100: no loss there

@@ -66,6 +66,32 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor 
     """
     if targets is None:
         return None
+    _check_targets(targets, logits.shape[:-1])
+    V = logits.size(-1)
+    return F.cross_entropy(logits.view(-1, V), targets.reshape(-1).long(), ignore_index=-100)
+
+
+def _positions(x: torch.Tensor, targets, last_only: bool, logits_at):
+    """The final hidden states (and targets) the output layer is applied to: all (B, T, C),
+    the last (B, 1, C), or the (N, C) rows where ``logits_at`` (B, T) is True."""
+    if last_only:
+        if logits_at is not None:
+            raise ValueError("pass last_only or logits_at, not both")
+        return x[:, -1:], targets
+    if logits_at is None:
+        return x, targets
+    if not isinstance(logits_at, torch.Tensor) or logits_at.dtype != torch.bool:
+        raise TypeError(f"logits_at must be a bool tensor, got {logits_at!r:.60}")
+    if logits_at.shape != x.shape[:2]:
+        raise ValueError(f"logits_at must have shape {tuple(x.shape[:2])} (the tokens run), "
+                         f"got {tuple(logits_at.shape)}")  # fmt: skip
+    if targets is not None:
+        targets = _check_targets(targets, x.shape[:2])[logits_at]  # (N,)
+    return x[logits_at], targets  # (N, C)
+
+
+def _check_targets(targets, shape) -> torch.Tensor:
+    """``targets`` checked to be a tensor of integer token ids of ``shape``."""
     if not isinstance(targets, torch.Tensor):
         raise TypeError(
             f"targets must be a (B, T) tensor of token ids, got {type(targets).__name__}"
@@ -73,11 +99,10 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor 
     if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
         raise TypeError(f"targets must hold integer token ids (or -100), got {targets.dtype}: "
                         f"floats would be truncated to other tokens")  # fmt: skip
-    if targets.shape != logits.shape[:2]:
-        raise ValueError(f"targets must have shape {tuple(logits.shape[:2])}, "
+    if targets.shape != tuple(shape):
+        raise ValueError(f"targets must have shape {tuple(shape)}, "
                          f"got {tuple(targets.shape)}")  # fmt: skip
-    V = logits.size(-1)
-    return F.cross_entropy(logits.view(-1, V), targets.reshape(-1).long(), ignore_index=-100)
+    return targets
 
 
 def _check_config(config, ints: tuple[str, ...]) -> None:
@@ -237,7 +262,7 @@ class GPT(nn.Module):
 
     def forward(self, idx=None, targets=None, return_attention: bool = False, *,
                 inputs_embeds=None, cache=None, attention_mask=None,
-                last_only: bool = False) -> LMOutput:  # fmt: skip
+                last_only: bool = False, logits_at=None) -> LMOutput:  # fmt: skip
         """idx (B, T) token ids -> `LMOutput` with logits (B, T, V), loss, attentions.
 
         ``inputs_embeds`` (B, T, C) replaces ``idx``: vectors used as token embeddings.
@@ -245,13 +270,17 @@ class GPT(nn.Module):
         grows by T. ``attention_mask`` (B, cached + T) marks left padding with 0.
         ``last_only`` returns logits (B, 1, V) for the last position, all that generation
         needs: the output layer is the largest matmul, so this skips T - 1 rows of it.
+        ``logits_at`` (B, T) bool computes the output layer only where it is True: logits
+        are then (N, V), one row per True position in row-major order, and the loss covers
+        those positions. Fine-tuning on a label word or an answer needs a few positions of
+        each row; for SmolLM2 the output layer is a fifth of the model's multiply-adds.
         """
         wte, block_size = self.transformer.wte, self.config.block_size
         tok, pos, mask = decoder_inputs(wte, idx, inputs_embeds, block_size, cache, attention_mask)
         x = tok + self.transformer.wpe(pos)  # (B, T, C) + (T or B, T, C)
         x, attentions = _run_blocks(self.transformer.h, self.transformer.drop(x),
                                     return_attention, cache, mask=mask)  # fmt: skip
-        x = x[:, -1:] if last_only else x  # (B, 1, C) or (B, T, C)
+        x, targets = _positions(x, targets, last_only, logits_at)  # (B, T or 1, C) or (N, C)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, C) @ (C, V) -> (B, T, V)
         return LMOutput(logits, lm_loss(logits, targets), attentions, cache)
 
@@ -365,7 +394,7 @@ class Llama(nn.Module):
 
     def forward(self, idx=None, targets=None, return_attention: bool = False, *,
                 inputs_embeds=None, cache=None, attention_mask=None,
-                last_only: bool = False) -> LMOutput:  # fmt: skip
+                last_only: bool = False, logits_at=None) -> LMOutput:  # fmt: skip
         """idx (B, T) token ids -> `LMOutput` with logits (B, T, V), loss, attentions.
 
         The keyword arguments are GPT's (see `GPT.forward`).
@@ -378,7 +407,7 @@ class Llama(nn.Module):
             cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hs)
         x, attentions = _run_blocks(self.blocks, x, return_attention, cache, mask=mask,
                                     rope=(cos, sin))  # fmt: skip
-        x = x[:, -1:] if last_only else x  # (B, 1, C) or (B, T, C)
+        x, targets = _positions(x, targets, last_only, logits_at)  # (B, T or 1, C) or (N, C)
         logits = self.lm_head(self.norm(x))  # (B, T, C) @ (C, V) -> (B, T, V)
         return LMOutput(logits, lm_loss(logits, targets), attentions, cache)
 

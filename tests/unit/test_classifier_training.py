@@ -93,9 +93,12 @@ def test_finetune_classifier_equals_a_hand_written_adamw_loop(model):
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-    assert r["losses"] == losses  # bit for bit
+    # finetune_classifier computes the output layer at the label words only (logits_at):
+    # the same sums in another order, so equal up to rounding
+    torch.testing.assert_close(r["losses"], losses, atol=1e-6, rtol=1e-6)
     trained = r["model"].state_dict()
-    assert all(torch.equal(v, trained[k]) for k, v in ref.state_dict().items())
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(trained[k], v, atol=1e-6, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

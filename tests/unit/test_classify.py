@@ -65,6 +65,19 @@ def test_label_word_logprobs_match_a_manual_computation(model):
     assert torch.equal(classify(model, tok, prompts, words), got.argmax(-1))
 
 
+@torch.no_grad()
+def test_the_output_layer_runs_only_where_a_word_is_scored(model):
+    rows = []
+    head = model.lm_head.register_forward_hook(lambda m, args, out: rows.append(args[0].shape))
+    prompts, words = ["ab", "hello there", "x"], [" no", "!"]  # 3 and 1 tokens
+    got = label_word_logprobs(model, CharTokenizer(), prompts, words, batch_size=8)
+    head.remove()
+    # " no" needs the prompt's last position and its own first two; "!" only the first
+    assert rows == [(3 * (3 + 1), 16)]  # (N, C): 12 positions, not 3 prompts x 14 tokens
+    torch.testing.assert_close(got, one_by_one(model, CharTokenizer(), prompts, words),
+                               atol=1e-5, rtol=0)  # fmt: skip
+
+
 POOL = [S("good fun", 1), S("dull", 0), S("a joy", 1), S("bad , bad", 0), S("fine", 1),
         S("awful", 0)]  # fmt: skip
 

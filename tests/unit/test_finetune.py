@@ -196,6 +196,21 @@ def test_prompt_tuning_equals_the_model_on_the_concatenation(model):
         wrapped(ids(T=62))
 
 
+def test_prompt_tuning_logits_at_the_real_tokens(model):
+    wrapped = PromptTuning(model, 3, init_from_ids=[5, 17, 42])
+    x = ids()
+    targets = torch.full_like(x, -100)
+    targets[0, 4], targets[1, -2:] = 8, x[1, -2:]
+    full, part = wrapped(x, targets), wrapped(x, targets, logits_at=targets != -100)
+    assert part.logits.shape == (3, V)
+    torch.testing.assert_close(part.logits, full.logits[targets != -100], atol=1e-5, rtol=0)
+    torch.testing.assert_close(part.loss, full.loss, atol=1e-6, rtol=1e-6)
+    part.loss.backward()
+    assert wrapped.prompt.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"logits_at must be a \(B, T\) = \(2, 12\) tensor"):
+        wrapped(x, logits_at=targets[:, 1:] != -100)
+
+
 def test_prompt_tuning_gradients_reach_only_the_virtual_tokens(model):
     wrapped = PromptTuning(model, 2, init_from_ids=[1, 2])
     x = ids()

@@ -349,6 +349,29 @@ def test_last_only_gives_the_last_row_of_logits(tiny_model):
     assert torch.allclose(last, tiny_model(ids).logits[:, -1:], atol=1e-6)
 
 
+def test_logits_at_computes_only_those_rows_with_the_same_loss_and_gradients(tiny_model):
+    ids = random_ids()
+    targets = torch.full_like(ids, -100)
+    targets[0, 3:6], targets[2, -1] = ids[0, 4:7], 7  # an answer, and one label word
+    at = targets != -100
+    full = tiny_model(ids, targets)
+    (full_grad,) = torch.autograd.grad(full.loss, tiny_model.lm_head.weight)
+    part = tiny_model(ids, targets, logits_at=at)
+    (part_grad,) = torch.autograd.grad(part.loss, tiny_model.lm_head.weight)
+    assert part.logits.shape == (4, V)  # one row per True position, in row-major order
+    torch.testing.assert_close(part.logits, full.logits[at], atol=1e-5, rtol=0)
+    torch.testing.assert_close(part.loss, full.loss, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(part_grad, full_grad, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="last_only or logits_at, not both"):
+        tiny_model(ids, logits_at=at, last_only=True)
+    with pytest.raises(TypeError, match="logits_at must be a bool tensor"):
+        tiny_model(ids, logits_at=at.long())
+    with pytest.raises(ValueError, match=r"logits_at must have shape \(3, 16\)"):
+        tiny_model(ids, logits_at=at[:, :-1])
+    with pytest.raises(ValueError, match=r"targets must have shape \(3, 16\)"):
+        tiny_model(ids, targets[:2], logits_at=at)
+
+
 @torch.no_grad()
 def test_cache_and_mask_errors_are_clear(tiny_model):
     ids = random_ids(B=2)
