@@ -7,8 +7,9 @@ Read top to bottom, each piece adds one idea:
 - `left_pad`: prompts of different lengths as one batch, padded on the left so that every
   row's next token goes in the same column.
 - `stream`: the decoding loop. The prompt goes through the model once and fills a
-  `lmlib.kvcache.KVCache`; after that each step feeds only the newest token. A sliding
-  window lets the text grow past the model's context. `generate` collects what `stream`
+  `lmlib.kvcache.KVCache`; after that each step feeds only the newest token. In a batch,
+  a prompt repeated in several rows runs once, and rows that finished leave the batch. A
+  sliding window lets the text grow past the model's context. `generate` collects what `stream`
   yields, `generate_text` works on strings through a tokenizer.
 - `time_generation`: seconds to generate n tokens, with or without the cache.
 
@@ -268,7 +269,14 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
     # text is longer the window slides: every position in it shifts by one at each step, so
     # the cached keys and values no longer apply and the model re-reads the window instead.
     use_cache = cfg.use_cache and T <= window
-    cache = KVCache.for_model(model, B, min(T + cfg.max_new_tokens, window)) if use_cache else None
+    cache_len = min(T + cfg.max_new_tokens, window)
+    cache = None
+    # With the cache, a batch wastes work in two ways, and both are skipped. The same prompt
+    # repeated in several rows (several samples of one prompt) runs once, and its keys and
+    # values are copied into each row. Rows that finished leave the batch: the model runs on
+    # the `running` rows only, and the others get a certain pad token, so sampling draws the
+    # same random numbers for every row as before.
+    running = None  # None: every row; else the (A,) row numbers still in the batch
     # Every token goes into one preallocated buffer: `seq` is a view of its filled columns,
     # so a step costs no copy of the text so far (torch.cat would copy all of it each time).
     buffer = torch.empty(B, T + cfg.max_new_tokens, dtype=torch.long, device=idx.device)
@@ -279,13 +287,27 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
     can_finish = len(eos) > 0 or len(stop) > 0  # else no row ever finishes: skip the checks
     for step in range(cfg.max_new_tokens):
         if seq.size(1) > window:
-            cache = None  # the window slides from here on
-        if cache is not None:
-            out = model(unseen, cache=cache, attention_mask=mask, last_only=True)
+            cache, use_cache, running = None, False, None  # the window slides from here on
+        if use_cache and step == 0:
+            logits, cache = _prefill(model, idx, attention_mask, cache_len)
+        elif use_cache:
+            rows = slice(None) if running is None else running
+            out = model(
+                unseen[rows],
+                cache=cache,
+                attention_mask=None if mask is None else mask[rows],
+                last_only=True,
+            )
+            logits = out.logits[:, -1].float()  # (A, V): scores for the next token only
+            if running is not None:  # finished rows: only the pad token is possible
+                full = logits.new_full((B, logits.size(-1)), float("-inf"))
+                full[:, pad_token_id] = 0.0
+                full[running] = logits
+                logits = full  # (B, V)
         else:  # read every position in the window, every step: the cost the cache saves
             in_window = None if mask is None else mask[:, -window:]
             out = model(seq[:, -window:], attention_mask=in_window, last_only=True)
-        logits = out.logits[:, -1].float()  # (B, V): scores for the next token only
+            logits = out.logits[:, -1].float()  # (B, V): scores for the next token only
         if cfg.repetition_penalty is not None:
             logits = apply_repetition_penalty(logits, seq, cfg.repetition_penalty, mask)
         for process in cfg.logits_processors:
@@ -307,6 +329,35 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
             finished |= torch.isin(token, eos) | _ends_with(seq, stop)
             if finished.all():
                 return
+            alive = (~finished).nonzero().flatten()  # (A,)
+            # Dropping rows copies the cache, so wait until a quarter of the batch is done.
+            if (
+                cache is not None
+                and len(alive) <= 3 * (B if running is None else len(running)) // 4
+            ):
+                cache.reorder(alive if running is None else torch.searchsorted(running, alive))
+                running = alive
+
+
+def _prefill(model, idx, attention_mask, cache_len):
+    """The prompt's pass: each distinct row of idx (B, T) runs once and fills a new cache of
+    cache_len positions, which is then copied out to every row. Returns the logits (B, V)
+    for each row's next token, and the cache."""
+    key = idx if attention_mask is None else torch.cat([idx, attention_mask.long()], dim=1)
+    distinct, row_of = torch.unique(key, dim=0, return_inverse=True)  # (U, ..), (B,)
+    if len(distinct) == len(idx):
+        first, row_of = torch.arange(len(idx), device=idx.device), None  # nothing repeats
+    else:  # one row per distinct prompt: where it first occurs
+        order = torch.arange(len(idx), device=idx.device)
+        first = torch.full((len(distinct),), len(idx), device=idx.device)
+        first = first.scatter_reduce(0, row_of, order, reduce="amin")  # (U,)
+    cache = KVCache.for_model(model, len(first), cache_len)
+    mask = None if attention_mask is None else attention_mask[first]
+    logits = model(idx[first], cache=cache, attention_mask=mask, last_only=True).logits[:, -1]
+    if row_of is not None:
+        cache.reorder(row_of)  # (U, ..) -> (B, ..): each row gets its prompt's keys and values
+        logits = logits[row_of]
+    return logits.float(), cache
 
 
 def generate(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,

@@ -63,14 +63,39 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
     >>> top_p_filter(torch.tensor([0.5, 0.3, 0.2]).log()[None], p=0.7).exp()
     tensor([[0.5000, 0.3000, 0.0000]])
+
+    Sorting whole rows is the slow part: 0.16 s a step for 70 rows of SmolLM2's 49,152
+    tokens on 2 cores, longer than the rest of sampling. The kept tokens are nearly always
+    a few hundred at most, so with a large vocabulary we first look at the ``TOP_P_FIRST``
+    most likely: a token stays if the tokens more likely than it sum to less than p (the
+    same rule, counted from the other end, so rounding can differ for a token whose sum
+    lies within about 1e-6 of p), and a row whose candidates sum to less than p is sorted
+    in full.
     """
     check_number(p, "top_p", 0, 1, open_low=True)
+    keep = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    if 0 < TOP_P_FIRST < logits.size(-1) and p < 1:
+        top, index = logits.softmax(dim=-1).topk(TOP_P_FIRST, dim=-1)  # (B, K), descending
+        above = top.cumsum(dim=-1) - top  # (B, K): the probability of the more likely ones
+        keep.scatter_(-1, index, above < p)
+        unsure = top.sum(dim=-1) < p  # (B,): tokens past the first K may still stay
+        if not unsure.any():
+            return logits.masked_fill(~keep, float("-inf"))
+        keep[unsure] = _nucleus_by_sorting(logits[unsure], p)
+        return logits.masked_fill(~keep, float("-inf"))
+    return logits.masked_fill(~_nucleus_by_sorting(logits, p), float("-inf"))
+
+
+TOP_P_FIRST = 1024  # top_p_filter's first look; 0 always sorts whole rows
+
+
+def _nucleus_by_sorting(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """(B, V) bool, True for the tokens top-p keeps: Hugging Face's rule on sorted rows."""
     sorted_logits, order = logits.sort(dim=-1)  # ascending: least likely first
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
     remove = cumulative <= 1 - p
     remove[..., -1] = False  # the most likely token always stays
-    remove = remove.scatter(-1, order, remove)  # back to vocabulary order
-    return logits.masked_fill(remove, float("-inf"))
+    return ~remove.scatter(-1, order, remove)  # back to vocabulary order
 
 
 def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:

@@ -199,6 +199,38 @@ def test_each_row_of_a_padded_batch_equals_its_prompt_alone(tiny_model, use_cach
     assert (batch[1, T:] == eos).any() and batch[1, -1] == EOS  # row 1 stopped early
 
 
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_a_repeated_prompt_runs_once_and_finished_rows_leave_the_batch(tiny_model, do_sample):
+    """The reference runs every row at every step (use_cache=False recomputes the batch)."""
+    idx, mask, _ = prompts((7, 4, 1))
+    pick = torch.tensor([0, 1, 1, 2, 0, 1, 2, 2])  # 8 rows, 3 distinct prompts
+    idx, mask, T = idx[pick], mask[pick], idx.size(1)
+
+    def finish_row_b_after_b_tokens(seq, logits):  # row b: eos as its token number b + 1
+        row = seq.size(1) - T
+        logits[:, 98] = float("-inf")  # eos nowhere else
+        if row < len(logits):
+            logits[row] = float("-inf")
+            logits[row, 98] = 0.0
+        return logits
+
+    config = GenerationConfig(max_new_tokens=12, eos_token_id=98, pad_token_id=EOS,
+                              do_sample=do_sample, top_p=0.9 if do_sample else None,
+                              logits_processors=[finish_row_b_after_b_tokens])  # fmt: skip
+    rows_run = []
+    hook = tiny_model.register_forward_pre_hook(lambda m, args: rows_run.append(len(args[0])))
+    g = torch.Generator().manual_seed(0)
+    got = generate(tiny_model, idx, config, attention_mask=mask, generator=g)
+    hook.remove()
+    g = torch.Generator().manual_seed(0)
+    want = generate(tiny_model, idx, config, attention_mask=mask, generator=g, use_cache=False)
+    assert torch.equal(got, want)
+    assert [(got[b, T:] == 98).nonzero().flatten().tolist() for b in range(8)] == [
+        [b] for b in range(8)]  # fmt: skip
+    # the prompt pass runs the 3 distinct prompts; 6 rows left after 2 finished, 4 after 4...
+    assert rows_run == [3, 8, 6, 6, 4, 3, 2, 1]
+
+
 def test_generation_ends_when_every_row_is_finished(tiny_gpt):
     idx = torch.tensor([[5, 6, 7]])
     first = generate(tiny_gpt, idx, max_new_tokens=1)[0, -1].item()

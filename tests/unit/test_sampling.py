@@ -45,6 +45,22 @@ def test_processors_match_hugging_face_warpers(seed):
         assert torch.equal(got, want), type(warper).__name__
 
 
+@pytest.mark.parametrize("scale", [1.0, 3.0, 6.0])  # 1.0: most rows need the full sort
+def test_top_p_with_a_large_vocabulary_keeps_what_hugging_face_keeps(scale):
+    hf_lp = pytest.importorskip("transformers.generation.logits_process")
+    logits = torch.randn(64, 5000, generator=torch.Generator().manual_seed(int(scale))) * scale
+    for p in (0.3, 0.9, 0.95):
+        ours = top_p_filter(logits, p) > float("-inf")
+        theirs = hf_lp.TopPLogitsWarper(p)(None, logits.clone()) > float("-inf")
+        probs = logits.softmax(-1)
+        for row in (ours != theirs).any(-1).nonzero().flatten().tolist():
+            # only the boundary token may differ, when rounding decides it
+            (token,) = (ours[row] != theirs[row]).nonzero().flatten().tolist()
+            above = probs[row][probs[row] > probs[row, token]].sum()
+            assert abs(above - p) < 1e-5, (row, token, above)
+        assert (ours == theirs).all(-1).float().mean() > 0.95
+
+
 def test_repetition_penalty_skips_padding_like_hugging_face():
     hf_lp = pytest.importorskip("transformers.generation.logits_process")
     logits = random_logits(0, B=2)
