@@ -276,6 +276,8 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
     # values are copied into each row. Rows that finished leave the batch: the model runs on
     # the `running` rows only, and the others get a certain pad token, so sampling draws the
     # same random numbers for every row as before.
+    # (A model whose rows carry more than their tokens says so: `lmlib.seq2seq.SourceDecoder`.)
+    shrink = not getattr(model, "fixed_batch", False)
     running = None  # None: every row; else the (A,) row numbers still in the batch
     # Every token goes into one preallocated buffer: `seq` is a view of its filled columns,
     # so a step costs no copy of the text so far (torch.cat would copy all of it each time).
@@ -289,7 +291,7 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
         if seq.size(1) > window:
             cache, use_cache, running = None, False, None  # the window slides from here on
         if use_cache and step == 0:
-            logits, cache = _prefill(model, idx, attention_mask, cache_len)
+            logits, cache = _prefill(model, idx, attention_mask, cache_len, shrink)
         elif use_cache:
             rows = slice(None) if running is None else running
             out = model(
@@ -332,20 +334,21 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
             alive = (~finished).nonzero().flatten()  # (A,)
             # Dropping rows copies the cache, so wait until a quarter of the batch is done.
             if (
-                cache is not None
+                shrink
+                and cache is not None
                 and len(alive) <= 3 * (B if running is None else len(running)) // 4
             ):
                 cache.reorder(alive if running is None else torch.searchsorted(running, alive))
                 running = alive
 
 
-def _prefill(model, idx, attention_mask, cache_len):
+def _prefill(model, idx, attention_mask, cache_len, shrink=True):
     """The prompt's pass: each distinct row of idx (B, T) runs once and fills a new cache of
-    cache_len positions, which is then copied out to every row. Returns the logits (B, V)
-    for each row's next token, and the cache."""
+    cache_len positions, which is then copied out to every row (``shrink``; else every row
+    runs). Returns the logits (B, V) for each row's next token, and the cache."""
     key = idx if attention_mask is None else torch.cat([idx, attention_mask.long()], dim=1)
     distinct, row_of = torch.unique(key, dim=0, return_inverse=True)  # (U, ..), (B,)
-    if len(distinct) == len(idx):
+    if len(distinct) == len(idx) or not shrink:
         first, row_of = torch.arange(len(idx), device=idx.device), None  # nothing repeats
     else:  # one row per distinct prompt: where it first occurs
         order = torch.arange(len(idx), device=idx.device)

@@ -330,6 +330,10 @@ class SourceDecoder(nn.Module):
     ``rows_per_source`` consecutive target rows (beam search's ``num_beams``).
     """
 
+    # Row i reads source i, so every call must pass every row: `lmlib.generate.stream` then
+    # neither runs a repeated prompt once nor drops the rows that finished.
+    fixed_batch = True
+
     def __init__(self, model: EncoderDecoder, src, src_mask=None, rows_per_source: int = 1):
         super().__init__()
         check_int(rows_per_source, "rows_per_source", low=1)
