@@ -20,12 +20,10 @@ tensor([[   5,    6,    7],
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 
 from lmlib.kvcache import KVCache
-from lmlib.runtime import check_int, eval_mode
+from lmlib.runtime import check_int, eval_mode, takes
 
 TEMPLATE = "Review: {sentence}\nSentiment:"  # short prompts keep CPU training fast
 LABEL_WORDS = (" negative", " positive")  # index = SST-2 label; the space belongs to the word
@@ -63,13 +61,6 @@ def _shared_tokens(prefix_ids: list[int], full: list[list[int]]) -> int:
         n = common(full[0][:n], row)
     # Keep at least one token of each prompt to run: its output scores the first word token.
     return min([n] + [len(row) - 1 for row in full])
-
-
-def _takes(model, argument: str) -> bool:
-    # lmlib's GPT and Llama take a KVCache and logits_at; Hugging Face models do not, and
-    # wrappers such as lmlib.finetune.PromptTuning take logits_at only. Without a cache
-    # every prompt runs in full; without logits_at the output layer runs at every position.
-    return argument in inspect.signature(model.forward).parameters
 
 
 @torch.no_grad()
@@ -110,7 +101,8 @@ def label_word_logprobs(model, tokenizer, prompts, label_words, *, prefix: str =
     device = next(model.parameters()).device
     full = [tokenizer.encode(prefix + p) for p in prompts]  # each prompt tokenized once
     n_shared = 0
-    if prefix and _takes(model, "cache"):
+    # Hugging Face models and lmlib.finetune.PromptTuning take no cache: full prompts there.
+    if prefix and takes(model, "cache"):
         n_shared = _shared_tokens(tokenizer.encode(prefix), full)
     # Scoring word w after prompt i needs the outputs at the prompt's last token and at each
     # of w's tokens but the last, so we run the prompt's uncached tokens + w[:-1]. One-token
@@ -121,7 +113,7 @@ def label_word_logprobs(model, tokenizer, prompts, label_words, *, prefix: str =
         for k, w in enumerate(words):
             runs.setdefault(tuple(f[n_shared:] + w[:-1]), []).append((i, k, first, w))
     seqs = sorted(runs, key=len)  # similar lengths side by side: less padding
-    at_some = _takes(model, "logits_at")
+    at_some = takes(model, "logits_at")
     out = torch.zeros(len(prompts), len(words))
     with eval_mode(model):
         if n_shared:

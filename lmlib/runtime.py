@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import inspect
 import math
 import numbers
 import os
@@ -135,6 +136,17 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def takes(model, argument: str) -> bool:
+    """Whether ``model``'s forward (or ``model`` itself, a function) has a parameter named
+    ``argument``: lmlib's GPT and Llama take ``cache`` and ``logits_at``, Hugging Face
+    models do not, and code that can use either asks first.
+
+    >>> takes(lambda idx, cache=None: idx, "cache")
+    True
+    """
+    return argument in inspect.signature(getattr(model, "forward", model)).parameters
 
 
 @dataclass(frozen=True)

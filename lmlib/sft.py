@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from lmlib.kvcache import KVCache
-from lmlib.runtime import eval_mode
+from lmlib.runtime import eval_mode, takes
 from lmlib.train import History, TrainConfig, Trainer
 
 IGNORE = -100  # the label of a token that carries no loss (PyTorch's and Hugging Face's)
@@ -237,10 +237,15 @@ def logit_parts(model, idx: torch.Tensor, attention_mask=None, share_prefix: boo
     return None, getattr(out, "logits", out).float()  # (B, T, V)
 
 
-def answer_logits(model, idx: torch.Tensor, targets: torch.Tensor, share_prefix: bool = False):
-    """The logits at the labelled positions only, (n, V) in row-major order, with each
-    one's row (n,) and target token (n,): what a KL divergence between two models along the
-    answers needs, without keeping (B, T, V) numbers for the prompts.
+def answer_logits(model, idx: torch.Tensor, targets: torch.Tensor, share_prefix: bool = False,
+                  attention_mask: torch.Tensor | None = None):  # fmt: skip
+    """The logits at the labelled positions only, (n, V) float in row-major order, with each
+    one's row (n,) and target token (n,): what the loss and a KL divergence between two
+    models along the answers need, without (B, T, V) numbers for the prompts.
+
+    A model that takes ``logits_at`` (lmlib's GPT and Llama) computes its output layer at
+    those positions alone; with SmolLM2 that layer is a fifth of the work at each position.
+    ``share_prefix`` and ``attention_mask`` as in `logit_parts`.
 
     >>> model = lambda idx, attention_mask=None: torch.arange(12.0).view(1, 3, 4)
     >>> rows, ids, logits = answer_logits(model, torch.tensor([[0, 1, 2]]),
@@ -248,9 +253,31 @@ def answer_logits(model, idx: torch.Tensor, targets: torch.Tensor, share_prefix:
     >>> rows.tolist(), ids.tolist(), logits.tolist()
     ([0], [3], [[4.0, 5.0, 6.0, 7.0]])
     """
-    head, tail = logit_parts(model, idx, share_prefix=share_prefix)
+    labelled = targets != IGNORE
+    rows, cols = labelled.nonzero(as_tuple=True)  # (n,) each, row-major
+    if not takes(model, "logits_at"):
+        head, tail = logit_parts(model, idx, attention_mask, share_prefix)
+    else:
+        n = common_prefix_length(idx) if share_prefix and attention_mask is None else 0
+        head = None
+        if 1 < n < idx.size(1):  # as shared_prefix_logits, at the labelled positions only
+            head_at = labelled[:, :n].any(dim=0, keepdim=True)  # (1, P): labelled in any row
+            prefix = KVCache.for_model(model, 1, n)
+            head = model(idx[:1, :n], cache=prefix, logits_at=head_at).logits.float()
+            head_row = head_at[0].cumsum(0) - 1  # (P,): a prefix position's row of head
+            cache = KVCache.for_model(model, *idx.shape)
+            cache.load_prefix(prefix)
+            tail = model(idx[:, n:], cache=cache, logits_at=labelled[:, n:]).logits.float()
+        else:
+            tail = model(idx, attention_mask=attention_mask, logits_at=labelled).logits.float()
+        if head is None:
+            return rows, targets[rows, cols], tail  # (n, V) already
+        logits = tail.new_empty(len(rows), tail.size(-1))  # (n, V)
+        shared = cols < n
+        logits[shared] = head[head_row[cols[shared]]]
+        logits[~shared] = tail  # the rest, in the same row-major order
+        return rows, targets[rows, cols], logits
     P = 0 if head is None else head.size(1)
-    rows, cols = (targets != IGNORE).nonzero(as_tuple=True)  # (n,) each
     logits = tail.new_empty(len(rows), tail.size(-1))  # (n, V)
     shared = cols < P  # labelled positions inside the shared prefix: the head's rows
     if shared.any():
@@ -278,19 +305,11 @@ def token_logprobs(model, idx: torch.Tensor, targets: torch.Tensor,
     if targets.shape != idx.shape:
         raise ValueError(f"targets must have idx's shape {tuple(idx.shape)}, "
                          f"got {tuple(targets.shape)}")  # fmt: skip
-    labelled = targets != IGNORE
-    safe = targets.masked_fill(~labelled, 0)  # any valid id; masked out below
-    head, tail = logit_parts(model, idx, attention_mask, share_prefix)
-    P = 0 if head is None else head.size(1)
-
-    def logp(logits, cols):  # (1 or B, t, V) -> (B, t)
-        # log p(token) = logit(token) - logsumexp(logits): no (B, t, V) log-softmax kept
-        picked = logits.expand(len(idx), -1, -1).gather(-1, safe[:, cols, None]).squeeze(-1)
-        return picked - torch.logsumexp(logits, dim=-1)
-
-    parts = [logp(tail, slice(P, None))] if head is None else [
-        logp(head, slice(0, P)), logp(tail, slice(P, None))]  # fmt: skip
-    return torch.where(labelled, torch.cat(parts, dim=1), 0.0)
+    _, ids, logits = answer_logits(model, idx, targets, share_prefix, attention_mask)
+    # log p(token) = logit(token) - logsumexp(logits): no (n, V) log-softmax kept
+    picked = logits.gather(-1, ids[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    out = picked.new_zeros(idx.shape)  # (B, T)
+    return out.masked_scatter(targets != IGNORE, picked)
 
 
 def sft_loss(model, idx: torch.Tensor, targets: torch.Tensor,

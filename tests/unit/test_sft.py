@@ -232,8 +232,12 @@ def test_answer_logits_are_the_labelled_rows_of_the_full_logits(tiny_model):
     targets[:, 2] = 7  # inside the shared prefix
     targets[1, 6:8] = torch.tensor([3, 4])
     full = tiny_model(idx).logits
-    for share in (False, True):
+    for share, head_rows in ((False, [5]), (True, [1, 2])):
+        ran = []  # the output layer's rows at each call: only the labelled positions
+        hook = tiny_model.lm_head.register_forward_hook(lambda m, a, o, r=ran: r.append(len(o)))
         rows, ids, logits = answer_logits(tiny_model, idx, targets, share_prefix=share)
+        hook.remove()
+        assert ran == head_rows  # shared: position 2 once for every row, then 2 of row 1
         assert rows.tolist() == [0, 1, 1, 1, 2] and ids.tolist() == [7, 7, 3, 4, 7]
         expected = full[targets != IGNORE]  # row-major, as answer_logits
         assert torch.allclose(logits, expected, atol=1e-5)
