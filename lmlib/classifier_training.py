@@ -86,10 +86,12 @@ def _fit(model, batch_loss, steps: int, lr: float) -> dict:
     """
     device = _device(model)
     # No weight decay: it would pull pretrained weights and prompt embeddings towards zero.
-    # PyTorch's default AdamW kernel: configure_optimizer's fused one differs in the last
-    # bits, and the book's recorded fine-tuning runs used this one.
+    # The fused AdamW kernel updates each weight in one pass over its four tensors: for full
+    # fine-tuning of SmolLM2's 135M weights on a CPU that is 0.16 s a step instead of
+    # 0.5-1 s. It differs from the default kernel in the last bits only.
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0,
+                                  fused=device.type in ("cpu", "cuda"))  # fmt: skip
     # Linear decay to zero, no warm-up: the last, small steps average out the noise of tiny
     # batches. No clipping, full precision and no evaluation inside the loop.
     cfg = TrainConfig(max_iters=steps, learning_rate=lr, min_lr=0.0, warmup_iters=0,

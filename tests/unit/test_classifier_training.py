@@ -93,8 +93,8 @@ def test_finetune_classifier_equals_a_hand_written_adamw_loop(model):
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-    # finetune_classifier computes the output layer at the label words only (logits_at):
-    # the same sums in another order, so equal up to rounding
+    # finetune_classifier computes the output layer at the label words only (logits_at) and
+    # uses the fused AdamW kernel: the same sums in another order, so equal up to rounding
     torch.testing.assert_close(r["losses"], losses, atol=1e-6, rtol=1e-6)
     trained = r["model"].state_dict()
     for k, v in ref.state_dict().items():
