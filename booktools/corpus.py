@@ -15,7 +15,8 @@ stale when a chapter is re-executed and a number its prose quotes changes.
     python -m booktools.corpus          # rewrite the file when stale (part of `make sync`)
     python -m booktools.corpus --check  # exit 1 when it is stale, naming the pages
 
-After a rewrite, re-execute chapters/06_applications.ipynb: its outputs come from the file.
+After a rewrite, re-execute Section 6.2
+(chapters/06_applications/02_questions_summaries_chat.ipynb): its outputs come from the file.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ MAX_WORDS = 120  # words per passage, about: a few sentences, one idea
 PAGES = re.compile(r"chapters/0[1-5]_")  # the chapters before Chapter 6, which reads them
 REBUILD_HINT = (
     "run `make sync` (python -m booktools.corpus), then re-execute "
-    "chapters/06_applications.ipynb, whose outputs come from this file"
+    "Section 6.2, chapters/06_applications/02_questions_summaries_chat.ipynb, whose outputs "
+    "come from this file"
 )
 
 
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_passages(current, path)
     print(f"{CORPUS}: rewritten, {len(current)} passages (pages changed: {', '.join(stale)}); "
-          "re-execute chapters/06_applications.ipynb")  # fmt: skip
+          "re-execute chapters/06_applications/02_questions_summaries_chat.ipynb")  # fmt: skip
     return 0
 
 

@@ -1,6 +1,6 @@
 """Chapter 6's frozen retrieval corpus (booktools.corpus): current, well formed, and what
-Chapter 6 reads, so that a prose edit in Chapters 1-5 changes Chapter 6's outputs only when
-the file is rebuilt (`make sync`) and Chapter 6 re-executed."""
+Section 6.2 reads, so that a prose edit in Chapters 1-5 changes Section 6.2's outputs only
+when the file is rebuilt (`make sync`) and Section 6.2 re-executed."""
 
 import json
 import shutil
@@ -13,7 +13,7 @@ from lmlib.rag import load_passages
 
 ROOT = Path(__file__).resolve().parents[2]
 FROZEN = ROOT / corpus.CORPUS
-CHAPTER_6 = ROOT / "chapters" / "06_applications.ipynb"
+SECTION_6_2 = ROOT / "chapters" / "06_applications" / "02_questions_summaries_chat.ipynb"
 
 
 def test_the_corpus_file_is_current():
@@ -35,11 +35,11 @@ def test_the_corpus_holds_the_prose_of_chapters_1_to_5_in_reading_order():
         assert numbers == list(range(len(numbers))), source  # "<source>#<n>", in order
 
 
-def test_chapter_6_reads_the_frozen_file_and_never_the_chapters():
-    cells = json.loads(CHAPTER_6.read_text(encoding="utf-8"))["cells"]
+def test_section_6_2_reads_the_frozen_file_and_never_the_chapters():
+    cells = json.loads(SECTION_6_2.read_text(encoding="utf-8"))["cells"]
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    # Chapter 6 runs in chapters/, so the file is data/book_passages.jsonl from there
-    relative = Path(corpus.CORPUS).relative_to("chapters").as_posix()
+    # Section 6.2 runs in chapters/06_applications/: the file is ../data/book_passages.jsonl
+    relative = "../" + Path(corpus.CORPUS).relative_to("chapters").as_posix()
     assert f'load_passages("{relative}")' in code
     assert "book_passages(" not in code and "glob" not in code
 
@@ -74,7 +74,7 @@ def test_a_prose_edit_makes_the_file_stale_until_make_sync(book_copy, capsys):
     assert corpus.main([*root, "--check"]) == 1  # what test_the_corpus_file_is_current says
     message = capsys.readouterr().err
     assert "03_transformer" in message and "make sync" in message
-    assert "06_applications" in message  # ... and what to re-execute
+    assert "06_applications/02_questions_summaries_chat.ipynb" in message  # ... what to re-run
     assert load_passages(frozen) == before  # Chapter 6 still reads the same corpus
     assert corpus.main(root) == 0  # make sync
     assert corpus.stale_sources(before, load_passages(frozen)) == ["03_transformer"]
@@ -87,4 +87,4 @@ def test_the_pages_of_a_chapter_folder_follow_its_chapter_page():
     first = ["01_background", "02_core_concepts", "03_transformer", "04_mathematics"]
     assert names[:4] == [f"{name}.ipynb" for name in first]
     assert all(name.startswith("05_practice") for name in names[4:]) and len(names) > 5
-    assert "06_applications.ipynb" not in names
+    assert not any(name.startswith("06_applications") for name in names)

@@ -37,8 +37,9 @@ def test_smollm2_is_cached_per_process():
 
 @pytest.mark.slow
 def test_cached_float32_copy_equals_the_gguf_dequantization(tmp_path, monkeypatch):
-    """The copy saved for fast loading holds exactly the de-quantized GGUF weights, and a
-    damaged copy is rebuilt rather than used."""
+    """The copy saved for fast loading holds exactly the de-quantized GGUF weights. (What a
+    damaged copy does is the next test's, on a tiny Llama: each rebuild here would
+    de-quantize SmolLM2 again, about 30 s.)"""
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setenv("LMLIB_CACHE_DIR", str(tmp_path))
@@ -51,25 +52,8 @@ def test_cached_float32_copy_equals_the_gguf_dequantization(tmp_path, monkeypatc
         want = direct(ids).logits
         assert torch.equal(built(ids).logits, want)
         assert torch.equal(reloaded(ids).logits, want)
-
     weights = next((tmp_path / "models").glob("*/model.safetensors"))
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # one byte inside a weight: it would load, wrong
-    weights.write_bytes(bytes(data))
-    with pytest.warns(UserWarning, match="model.safetensors does not match the SHA-256"):
-        rebuilt, _ = pretrained._smollm2_float32_copy()
-    with torch.no_grad():
-        assert torch.equal(rebuilt(ids).logits, want)
-    weights.write_bytes(b"not a safetensors file")
-    with pytest.warns(UserWarning, match="is damaged, so it is rebuilt"):
-        rebuilt, _ = pretrained._smollm2_float32_copy()
-    with torch.no_grad():
-        assert torch.equal(rebuilt(ids).logits, want)
-    assert weights.stat().st_size > 100_000_000
-    (weights.parent / "lmlib-source.json").write_text("{not json")  # a damaged record
-    rebuilt, _ = pretrained._smollm2_float32_copy()
-    with torch.no_grad():
-        assert torch.equal(rebuilt(ids).logits, want)
+    assert weights.stat().st_size > 100_000_000  # float32: 4 bytes a weight
 
 
 def test_a_damaged_float32_copy_is_rebuilt_not_used(tmp_path, monkeypatch):
