@@ -174,7 +174,7 @@ class RunProfile:
     probe_train: int = 2000  # training sentences of the MiniLM sentiment probe
     code_samples: int = 5  # samples per programming problem, for pass@k
     # Chapter 7
-    ppl_tokens: int = 2048  # held-out tokens scored for each number format's perplexity
+    ppl_tokens: int = 1024  # held-out tokens scored for each number format's perplexity
 
     def __post_init__(self):
         for field in dataclasses.fields(self)[1:]:
