@@ -15,8 +15,7 @@ stale when a chapter is re-executed and a number its prose quotes changes.
     python -m booktools.corpus          # rewrite the file when stale (part of `make sync`)
     python -m booktools.corpus --check  # exit 1 when it is stale, naming the pages
 
-After a rewrite, re-execute Section 6.2
-(chapters/06_applications/02_questions_summaries_chat.ipynb): its outputs come from the file.
+After a rewrite, re-execute Section 6.2 (`READER`): its outputs come from the file.
 """
 
 from __future__ import annotations
@@ -32,9 +31,9 @@ from lmlib.rag import Passage, book_passages, load_passages, save_passages
 CORPUS = "chapters/data/book_passages.jsonl"
 MAX_WORDS = 120  # words per passage, about: a few sentences, one idea
 PAGES = re.compile(r"chapters/0[1-5]_")  # the chapters before Chapter 6, which reads them
+READER = "chapters/06_applications/02_questions_summaries_chat.ipynb"  # Section 6.2: RAG
 REBUILD_HINT = (
-    "run `make sync` (python -m booktools.corpus), then re-execute "
-    "Section 6.2, chapters/06_applications/02_questions_summaries_chat.ipynb, whose outputs "
+    f"run `make sync` (python -m booktools.corpus), then re-execute {READER}, whose outputs "
     "come from this file"
 )
 
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_passages(current, path)
     print(f"{CORPUS}: rewritten, {len(current)} passages (pages changed: {', '.join(stale)}); "
-          "re-execute chapters/06_applications/02_questions_summaries_chat.ipynb")  # fmt: skip
+          f"re-execute {READER}")  # fmt: skip
     return 0
 
 

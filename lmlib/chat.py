@@ -3,9 +3,9 @@
 A chat model has no memory between calls. Every turn, the whole conversation is written out
 with the model's chat template (special tokens mark who speaks) and the model continues it
 as the assistant. `chat_prompt` writes one such prompt; Chapters 6 and 7 send batches of
-them through `lmlib.generate.generate_text`. The conversation grows; the context window
-does not. `Chat` keeps the system prompt and drops the oldest exchanges once the prompt
-plus the reply would not fit.
+them through `lmlib.generate.generate_text` (`ask_all` does both for single questions).
+The conversation grows; the context window does not. `Chat` keeps the system prompt and
+drops the oldest exchanges once the prompt plus the reply would not fit.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from lmlib.generate import GenerationConfig, resolve, stream
+from lmlib.generate import GenerationConfig, generate_text, resolve, stream
 from lmlib.runtime import check_int
 
 
@@ -177,6 +177,17 @@ class Chat:
     def context_tokens(self) -> int:
         """Tokens the next prompt would take before the new message."""
         return len(self.prompt_ids())
+
+
+def ask_all(model, tokenizer, user_messages: list[str], max_new_tokens: int = 48,
+            system: str | None = None) -> list[str]:  # fmt: skip
+    """One batch of single-turn questions, answered greedily (reproducible, and fair between
+    the methods a chapter compares): each reply, stripped of surrounding white space."""
+    if isinstance(user_messages, str) or not all(isinstance(m, str) for m in user_messages):
+        raise TypeError(f"user_messages must be a list of strings, got {user_messages!r:.50}")
+    prompts = [chat_prompt(tokenizer, m, system=system) for m in user_messages]
+    texts = generate_text(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    return [t.strip() for t in texts]
 
 
 def interactive(chat: Chat) -> None:  # pragma: no cover - needs a person at the keyboard

@@ -13,7 +13,7 @@ from lmlib.rag import load_passages
 
 ROOT = Path(__file__).resolve().parents[2]
 FROZEN = ROOT / corpus.CORPUS
-SECTION_6_2 = ROOT / "chapters" / "06_applications" / "02_questions_summaries_chat.ipynb"
+SECTION_6_2 = ROOT / corpus.READER
 
 
 def test_the_corpus_file_is_current():

@@ -4,7 +4,7 @@ truncation, and the generation config."""
 import pytest
 import torch
 
-from lmlib.chat import Chat, chat_prompt
+from lmlib.chat import Chat, ask_all, chat_prompt
 from lmlib.generate import GenerationConfig
 from lmlib.model import Llama, LlamaConfig
 
@@ -190,3 +190,23 @@ def test_options_are_checked_when_the_chat_is_made(model, kwargs, error, match):
         Chat(model, object())
     with pytest.raises(TypeError, match="model must be lmlib's GPT or Llama"):
         Chat(torch.nn.Linear(2, 2), TemplateTokenizer())
+
+
+def test_ask_all_is_generate_text_on_chat_prompts_stripped(model, monkeypatch):
+    import lmlib.chat
+
+    tok, seen = TemplateTokenizer(), {}
+
+    def fake_generate_text(m, t, prompts, **options):  # records the call, pads each reply
+        seen.update(model=m, prompts=prompts, options=options)
+        return [f"  reply {i}\n" for i in range(len(prompts))]
+
+    monkeypatch.setattr(lmlib.chat, "generate_text", fake_generate_text)
+    got = ask_all(model, tok, ["Hi!", "Two and two?"], max_new_tokens=6, system="Be brief.")
+    assert got == ["reply 0", "reply 1"]
+    assert seen["model"] is model and seen["options"] == {"max_new_tokens": 6}  # greedy
+    assert seen["prompts"] == [
+        chat_prompt(tok, q, system="Be brief.") for q in ("Hi!", "Two and two?")
+    ]
+    with pytest.raises(TypeError, match="list of strings"):
+        ask_all(model, tok, "Hi!")
