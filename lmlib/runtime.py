@@ -166,15 +166,15 @@ class RunProfile:
     tang_batch: int = 16  # the Tang-poem GPT's batch size
     d_model: int = 128  # channels of both character-level GPTs
     # Chapter 5, fine-tuning
-    finetune_steps: int = 30  # training steps of each fine-tuning method on SST-2
-    encoder_steps: int = 60  # training steps of the MiniLM classifier
+    finetune_steps: int = 25  # training steps of each fine-tuning method on SST-2
+    encoder_steps: int = 40  # training steps of the MiniLM classifier
     # Chapter 6 (Sections 6.1 and 6.3)
     sst2_test: int = 300  # SST-2 validation sentences scored (a seeded sample of the 872)
     max_shots: int = 4  # the most demonstrations in a few-shot prompt (0, 4, 8)
     probe_train: int = 2000  # training sentences of the MiniLM sentiment probe
     code_samples: int = 5  # samples per programming problem, for pass@k
     # Chapter 7
-    ppl_tokens: int = 1024  # held-out tokens scored for each number format's perplexity
+    ppl_tokens: int = 512  # held-out tokens scored for each number format's perplexity
 
     def __post_init__(self):
         for field in dataclasses.fields(self)[1:]:
