@@ -21,6 +21,8 @@
 - `lmlib.seq2seq`: the encoder-decoder Transformer, cross-attention, translation (Ch. 3)
 - `lmlib.number_words`: a generated translation task, numbers in English and French words
   (Chapter 3)
+- `lmlib.generation_metrics`: scoring generated text and code: BLEU, ROUGE, distinct-n and
+  repetition, pass@k (Chapters 3, 5, 6)
 - `lmlib.perplexity`: perplexity, exp of the mean cross-entropy, over long texts (Chapter 4)
 - `lmlib.batches`: batches from one long token sequence, and the loss on fixed ones (Ch. 5)
 - `lmlib.optim`: AdamW and its learning-rate schedule (Chapter 5)
@@ -42,7 +44,7 @@
 - `lmlib.distributed`: one training run on several processes, DDP and FSDP (Chapter 5)
 - `lmlib.prompting`: zero- and few-shot prompts, scored with a shared cached prefix (Ch. 6)
 - `lmlib.classify`: classification by label words, a language model without a new head (Ch. 6)
-- `lmlib.metrics`: accuracy, precision/recall/F1, recall@k, BLEU, ROUGE, pass@k (Chapter 6)
+- `lmlib.metrics`: accuracy, precision/recall/F1, recall@k, answers to questions (Ch. 6)
 - `lmlib.rag`: passages, BM25 and dense retrieval, prompts with context (Chapter 6)
 - `lmlib.chat`: a multi-turn chat loop within the context window, streamed (Chapter 6)
 - `lmlib.sandbox`: running generated code against unit tests with limits (Chapter 6)

@@ -22,16 +22,18 @@ from lmlib.batches import get_batch
 from lmlib.classify import label_word_logprobs
 from lmlib.data import LabeledSentence
 from lmlib.generate import GenerationConfig, generate, time_generation
-from lmlib.kvcache import KVCache
-from lmlib.metrics import (
-    confusion_matrix,
+from lmlib.generation_metrics import (
     corpus_bleu,
     distinct_n,
     pass_at_k,
-    recall_at_k,
     rouge,
     rouge_l,
     rouge_n,
+)
+from lmlib.kvcache import KVCache
+from lmlib.metrics import (
+    confusion_matrix,
+    recall_at_k,
 )
 from lmlib.model import GPT, GPTConfig, LlamaConfig, lm_loss
 from lmlib.ngram import NGramLM

@@ -8,23 +8,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmlib.metrics import (
-    accuracy,
-    answer_is_correct,
-    classification_report,
-    confusion_matrix,
+from lmlib.generation_metrics import (
     corpus_bleu,
     distinct_n,
     lcs_length,
     pass_at_k,
-    precision_recall_f1,
-    recall_at_k,
-    reciprocal_rank,
     repetition,
     rouge,
     rouge_l,
     rouge_n,
     rouge_tokenize,
+)
+from lmlib.metrics import (
+    accuracy,
+    answer_is_correct,
+    classification_report,
+    confusion_matrix,
+    precision_recall_f1,
+    recall_at_k,
+    reciprocal_rank,
 )
 
 labels = st.lists(st.integers(0, 1), min_size=1, max_size=40)

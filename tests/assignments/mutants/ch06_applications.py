@@ -474,9 +474,9 @@ CORRECT: dict[str, dict[str, Correct]] = {
             "        return 1.0\n"
             "    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))\n",
         ),
-        "lmlib.metrics.pass_at_k": Correct(
+        "lmlib.generation_metrics.pass_at_k": Correct(
             CHECK + PRODUCT,
-            "    from lmlib.metrics import pass_at_k as reference\n\n"
+            "    from lmlib.generation_metrics import pass_at_k as reference\n\n"
             "    return reference(n, c, k)\n",
         ),
     },
