@@ -98,46 +98,6 @@ def corpus_bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequen
 
 
 # --------------------------------------------------------------------------------------------
-# Diversity and repetition of generated text
-
-
-def distinct_n(samples: Sequence[Sequence], n: int = 2) -> float:
-    """Share of distinct n-grams among all n-grams of all samples (distinct-n, Li et al.,
-    2016): 1.0 when no n-gram occurs twice; k identical samples give at most 1/k.
-
-    Four bigrams, (1, 2) twice, so three distinct:
-
-    >>> distinct_n([[1, 2, 3], [1, 2, 4]], n=2)
-    0.75
-    """
-    check_int(n, "n", low=1)
-    counts = Counter()
-    for sample in _tokens(samples, "samples", of="token lists"):
-        counts += ngrams(_tokens(sample, "each sample"), n)
-    total = sum(counts.values())
-    if total == 0:
-        raise ValueError(f"no sample has n = {n} tokens: distinct-{n} is undefined")
-    return len(counts) / total
-
-
-def repetition(sample: Sequence, n: int = 4) -> float:
-    """Share of a sample's n-grams that repeat an earlier one: 0 for no loops, near 1 for a
-    sample stuck repeating itself.
-
-    "a b c a b c" has four trigrams, (a, b, c) twice, so one of four is a repeat:
-
-    >>> repetition("a b c a b c".split(), n=3)
-    0.25
-    """
-    check_int(n, "n", low=1)
-    grams = ngrams(_tokens(sample, "sample"), n)
-    total = sum(grams.values())
-    if total == 0:
-        raise ValueError(f"a sample of {len(sample)} tokens has no {n}-grams")
-    return 1 - len(grams) / total
-
-
-# --------------------------------------------------------------------------------------------
 # ROUGE
 
 
@@ -208,6 +168,46 @@ def rouge(candidate: str, reference: str) -> dict[str, float]:
     c, r = rouge_tokenize(candidate), rouge_tokenize(reference)
     return {"rouge1": rouge_n(c, r, 1)["f1"], "rouge2": rouge_n(c, r, 2)["f1"],
             "rougeL": rouge_l(c, r)["f1"]}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Diversity and repetition of generated text
+
+
+def distinct_n(samples: Sequence[Sequence], n: int = 2) -> float:
+    """Share of distinct n-grams among all n-grams of all samples (distinct-n, Li et al.,
+    2016): 1.0 when no n-gram occurs twice; k identical samples give at most 1/k.
+
+    Four bigrams, (1, 2) twice, so three distinct:
+
+    >>> distinct_n([[1, 2, 3], [1, 2, 4]], n=2)
+    0.75
+    """
+    check_int(n, "n", low=1)
+    counts = Counter()
+    for sample in _tokens(samples, "samples", of="token lists"):
+        counts += ngrams(_tokens(sample, "each sample"), n)
+    total = sum(counts.values())
+    if total == 0:
+        raise ValueError(f"no sample has n = {n} tokens: distinct-{n} is undefined")
+    return len(counts) / total
+
+
+def repetition(sample: Sequence, n: int = 4) -> float:
+    """Share of a sample's n-grams that repeat an earlier one: 0 for no loops, near 1 for a
+    sample stuck repeating itself.
+
+    "a b c a b c" has four trigrams, (a, b, c) twice, so one of four is a repeat:
+
+    >>> repetition("a b c a b c".split(), n=3)
+    0.25
+    """
+    check_int(n, "n", low=1)
+    grams = ngrams(_tokens(sample, "sample"), n)
+    total = sum(grams.values())
+    if total == 0:
+        raise ValueError(f"a sample of {len(sample)} tokens has no {n}-grams")
+    return 1 - len(grams) / total
 
 
 # --------------------------------------------------------------------------------------------
