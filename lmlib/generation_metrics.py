@@ -31,18 +31,18 @@ def _tokens(value, name: str, of: str = "tokens") -> list:
     return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
-# --------------------------------------------------------------------------------------------
-# BLEU
-
-
 def ngrams(tokens: Sequence[str], n: int) -> Counter:
-    """Counts of the n-grams of a token list.
+    """Counts of the n-grams of a token list: what BLEU, ROUGE-N and distinct-n count.
 
     >>> sorted(ngrams("the cat the cat".split(), 2).items())
     [(('cat', 'the'), 1), (('the', 'cat'), 2)]
     """
     check_int(n, "n", low=1)
     return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+
+
+# --------------------------------------------------------------------------------------------
+# BLEU
 
 
 def bleu_statistics(hypothesis: Sequence[str], reference: Sequence[str], max_n: int = 4):
