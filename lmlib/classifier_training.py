@@ -114,7 +114,8 @@ def _fit(model, batch_loss, steps: int, lr: float) -> dict:
 def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: int = 60,
                         batch_size: int = 4, lr: float | None = None, seed: int = 0,
                         template: str = TEMPLATE, label_words=LABEL_WORDS, r: int = 8,
-                        alpha: float = 16, bottleneck: int = 16, n_virtual_tokens: int = 8,
+                        alpha: float = 16, lora_targets=None, bottleneck: int = 16,
+                        n_virtual_tokens: int = 8,
                         prompt_init: str = "Is this movie review negative or positive?",
                         baseline: dict | None = None,
                         keep_model: bool = False) -> dict:  # fmt: skip
@@ -130,6 +131,11 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
     and the losses per step. The "before" scores are the plain model's zero-shot ones, the
     same for every method: pass an earlier result as ``baseline`` to reuse them. With
     ``keep_model`` the fine-tuned copy is returned too, as ``"model"`` (in eval mode).
+
+    ``lora_targets`` names the linear layers LoRA wraps, as `lmlib.finetune.add_lora` reads
+    them; by default the query and value projections of every block. Naming only the last
+    blocks' layers (``"blocks.29.attn.q_proj"``, ...) saves time as well as parameters: the
+    backward pass stops at the lowest block that trains.
     """
     if not isinstance(method, str) or method not in METHOD_LR:
         raise ValueError(f"method must be one of {list(METHOD_LR)}, got {method!r}")
@@ -143,6 +149,8 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
     ):
         check_int(value, name, low=1)
     check_number(alpha, "alpha")
+    if lora_targets is not None and method != "lora":
+        raise ValueError(f"lora_targets is for method 'lora', not {method!r}")
     torch.manual_seed(seed)  # LoRA's A and the adapters' down-projections are random
     model = copy.deepcopy(model).eval()
     device = _device(model)
@@ -151,8 +159,9 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
     else:
         before = baseline["accuracy_before"], baseline["eval_loss_before"]
     if method == "lora":
-        add_lora(model, ("c_attn",) if isinstance(model, GPT) else ("q_proj", "v_proj"),
-                 r, alpha)  # fmt: skip
+        if lora_targets is None:
+            lora_targets = ("c_attn",) if isinstance(model, GPT) else ("q_proj", "v_proj")
+        add_lora(model, lora_targets, r, alpha)
     elif method == "adapter":
         add_adapters(model, bottleneck)
     elif method == "prompt":  # start from the embeddings of a task description

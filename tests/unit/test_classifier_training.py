@@ -166,3 +166,30 @@ def test_finetune_classifier_can_return_the_trained_copy(model):
     logp = label_word_logprobs(trained, CharTokenizer(), prompts, [" no", " yes"])
     loss = -logp[torch.arange(len(TRAIN)), torch.tensor([ex.label for ex in TRAIN])].mean()
     assert loss.item() == pytest.approx(r["eval_loss_after"], abs=1e-5)
+
+
+def test_lora_on_the_last_block_only_trains_that_block(model):
+    """lora_targets names the layers LoRA wraps: here the last block's alone, so the other
+    block gains no LoRA weights; a name that matches nothing, or LoRA targets for another
+    method, is refused."""
+    if isinstance(model, GPT):
+        last = ("h.1.attn.c_attn",)
+    else:
+        last = ("blocks.1.attn.q_proj", "blocks.1.attn.v_proj")
+    r = finetune_classifier(model, CharTokenizer(), "lora", TRAIN, TRAIN, steps=2, batch_size=4,
+                            lr=1e-2, template="{sentence} :", label_words=(" no", " yes"), r=2,
+                            lora_targets=last, keep_model=True)  # fmt: skip
+    trained = dict(r["model"].named_parameters())
+    lora = sorted(n for n in trained if "lora_" in n)
+    assert lora and all(".1." in n for n in lora)
+    # r * (d_in + d_out) per wrapped layer: GPT's c_attn is C -> 3C; Llama's q_proj C -> C and
+    # v_proj C -> NKV heads of C // NH channels
+    expected = 2 * (C + 3 * C) if isinstance(model, GPT) else 2 * (C + C) + 2 * (C + NKV * C // NH)
+    assert r["trainable_params"] == expected  # 256 and 224
+    assert r["trainable_params"] == sum(trained[n].numel() for n in lora)
+    with pytest.raises(ValueError, match="lora_targets is for method 'lora'"):
+        finetune_classifier(model, CharTokenizer(), "adapter", TRAIN, TRAIN, steps=1,
+                            lora_targets=last)  # fmt: skip
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        finetune_classifier(model, CharTokenizer(), "lora", TRAIN, TRAIN, steps=1,
+                            lora_targets=("blocks.7.attn.q_proj",))  # fmt: skip
