@@ -167,7 +167,7 @@ class RunProfile:
     d_model: int = 128  # channels of both character-level GPTs
     # Chapter 5, fine-tuning
     finetune_steps: int = 25  # training steps of each fine-tuning method on SST-2
-    encoder_steps: int = 40  # training steps of the MiniLM classifier
+    encoder_steps: int = 25  # training steps of the MiniLM classifier (of 16 sentences)
     # Chapter 6 (Sections 6.1 and 6.3)
     sst2_test: int = 300  # SST-2 validation sentences scored (a seeded sample of the 872)
     max_shots: int = 4  # the most demonstrations in a few-shot prompt (0, 4, 8)
