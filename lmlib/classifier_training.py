@@ -133,9 +133,10 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
     ``keep_model`` the fine-tuned copy is returned too, as ``"model"`` (in eval mode).
 
     ``lora_targets`` names the linear layers LoRA wraps, as `lmlib.finetune.add_lora` reads
-    them; by default the query and value projections of every block. Naming only the last
-    blocks' layers (``"blocks.29.attn.q_proj"``, ...) saves time as well as parameters: the
-    backward pass stops at the lowest block that trains.
+    them; by default every block's query and value projections (GPT-2's ``c_attn``, which
+    also holds the keys). Naming only the last blocks' layers (``"blocks.29.attn.q_proj"``,
+    ...) saves time as well as parameters: the backward pass stops at the lowest block that
+    trains.
     """
     if not isinstance(method, str) or method not in METHOD_LR:
         raise ValueError(f"method must be one of {list(METHOD_LR)}, got {method!r}")
