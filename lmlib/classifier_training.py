@@ -115,6 +115,7 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
                         batch_size: int = 4, lr: float | None = None, seed: int = 0,
                         template: str = TEMPLATE, label_words=LABEL_WORDS, r: int = 8,
                         alpha: float = 16, lora_targets=None, bottleneck: int = 16,
+                        blocks=None,
                         n_virtual_tokens: int = 8,
                         prompt_init: str = "Is this movie review negative or positive?",
                         baseline: dict | None = None,
@@ -134,9 +135,10 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
 
     ``lora_targets`` names the linear layers LoRA wraps, as `lmlib.finetune.add_lora` reads
     them; by default every block's query and value projections (GPT-2's ``c_attn``, which
-    also holds the keys). Naming only the last blocks' layers (``"blocks.29.attn.q_proj"``,
-    ...) saves time as well as parameters: the backward pass stops at the lowest block that
-    trains.
+    also holds the keys). ``blocks`` puts LoRA or adapters in those blocks only
+    (`lmlib.finetune.chosen_blocks`: ``range(20, 30)`` is SmolLM2's last 10). Training only
+    the last blocks saves time as well as parameters: the backward pass stops at the lowest
+    block that trains.
     """
     if not isinstance(method, str) or method not in METHOD_LR:
         raise ValueError(f"method must be one of {list(METHOD_LR)}, got {method!r}")
@@ -152,6 +154,8 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
     check_number(alpha, "alpha")
     if lora_targets is not None and method != "lora":
         raise ValueError(f"lora_targets is for method 'lora', not {method!r}")
+    if blocks is not None and method not in ("lora", "adapter"):
+        raise ValueError(f"blocks is for methods 'lora' and 'adapter', not {method!r}")
     torch.manual_seed(seed)  # LoRA's A and the adapters' down-projections are random
     model = copy.deepcopy(model).eval()
     device = _device(model)
@@ -162,9 +166,9 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
     if method == "lora":
         if lora_targets is None:
             lora_targets = ("c_attn",) if isinstance(model, GPT) else ("q_proj", "v_proj")
-        add_lora(model, lora_targets, r, alpha)
+        add_lora(model, lora_targets, r, alpha, blocks=blocks)
     elif method == "adapter":
-        add_adapters(model, bottleneck)
+        add_adapters(model, bottleneck, blocks=blocks)
     elif method == "prompt":  # start from the embeddings of a task description
         ids = tokenizer.encode(prompt_init, add_special_tokens=False)
         model = PromptTuning(model, n_virtual_tokens, (ids * n_virtual_tokens)[:n_virtual_tokens])

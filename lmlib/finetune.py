@@ -130,25 +130,55 @@ class LoRALinear(nn.Module):
         return linear
 
 
+def chosen_blocks(model: nn.Module, blocks=None) -> list[Block]:
+    """The model's `Block` modules in order, or those whose indices ``blocks`` lists.
+
+    Indices count as Python's do: ``range(20, 30)`` is SmolLM2's last 10 of 30 blocks, and
+    -1 is the last block. A method that trains new weights in the last blocks only saves
+    time as well as parameters: the backward pass stops at the lowest block that trains.
+
+    >>> from lmlib.model import GPT, GPTConfig
+    >>> gpt = GPT(GPTConfig(vocab_size=8, block_size=4, n_layers=3, n_heads=1, d_model=4))
+    >>> every = chosen_blocks(gpt)
+    >>> [every.index(b) for b in chosen_blocks(gpt, [-1, 0])]
+    [2, 0]
+    """
+    found = [m for m in model.modules() if isinstance(m, Block)]
+    if blocks is None:
+        return found
+    if isinstance(blocks, (str, bytes)) or not hasattr(blocks, "__iter__"):
+        raise TypeError(f"blocks must be block indices such as range(20, 30), got {blocks!r}")
+    n = len(found)
+    indices = [check_int(i, "each of blocks", low=-n, high=n - 1) % n for i in blocks]
+    if not indices or len(set(indices)) != len(indices):
+        raise ValueError(f"blocks must name at least one block, each once, got {list(blocks)}")
+    return [found[i] for i in indices]
+
+
 def add_lora(model, targets=("q_proj", "v_proj"), r: int = 8, alpha: float = 16,
-             dropout: float = 0.0):  # fmt: skip
+             dropout: float = 0.0, blocks=None):  # fmt: skip
     """Freeze ``model`` and wrap each ``nn.Linear`` named by ``targets`` in `LoRALinear`.
 
     A target matches a module whose dotted name ends with it: ``"q_proj"`` (Llama),
     ``"c_attn"`` (GPT-2) or ``"attn.c_proj"`` (GPT-2's attention output, not its MLP's).
-    Works in place and returns the model.
+    With ``blocks`` (indices, as `chosen_blocks` reads them) only the layers inside those
+    blocks are wrapped. Works in place and returns the model.
     """
     targets = (targets,) if isinstance(targets, str) else tuple(targets)  # a name, not letters
     check_int(r, "r", low=1)  # checked before anything is frozen
     check_number(alpha, "alpha")
     check_number(dropout, "dropout", 0, 1)
+    inside = None if blocks is None else {
+        id(m) for block in chosen_blocks(model, blocks) for m in block.modules()}  # fmt: skip
     freeze(model)
 
     def match(name, module):
-        return isinstance(module, nn.Linear) and name_ends_with(name, targets)
+        return (isinstance(module, nn.Linear) and name_ends_with(name, targets)
+                and (inside is None or id(module) in inside))  # fmt: skip
 
     if replace_modules(model, match, lambda lin: LoRALinear(lin, r, alpha, dropout)) == 0:
-        raise ValueError(f"no nn.Linear in the model is named like any of {targets}")
+        where = "" if blocks is None else f" in blocks {list(blocks)}"
+        raise ValueError(f"no nn.Linear{where} is named like any of {targets}")
     return model
 
 
@@ -193,8 +223,9 @@ class WithAdapter(nn.Module):
         return self.adapter(out)
 
 
-def add_adapters(model, bottleneck: int = 16, where=("attn", "mlp")):
-    """Freeze ``model`` and put an `Adapter` after each block's ``attn`` and/or ``mlp``.
+def add_adapters(model, bottleneck: int = 16, where=("attn", "mlp"), blocks=None):
+    """Freeze ``model`` and put an `Adapter` after each block's ``attn`` and/or ``mlp``, or
+    only in the blocks whose indices ``blocks`` lists (as `chosen_blocks` reads them).
 
     As in Houlsby et al., the adapter sits before the residual addition. In place.
     """
@@ -202,9 +233,10 @@ def add_adapters(model, bottleneck: int = 16, where=("attn", "mlp")):
     where = (where,) if isinstance(where, str) else tuple(where)  # a name, not letters
     if not set(where) <= {"attn", "mlp"}:
         raise ValueError(f"where must name 'attn' and/or 'mlp', got {where}")
+    chosen = chosen_blocks(model, blocks)  # checked before anything is frozen
     freeze(model)
     d = model.config.d_model
-    for block in [m for m in model.modules() if isinstance(m, Block)]:
+    for block in chosen:
         for name in where:
             adapter = Adapter(d, bottleneck).to(next(block.parameters()).device)
             setattr(block, name, WithAdapter(getattr(block, name), adapter))

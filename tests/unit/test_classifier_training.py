@@ -193,3 +193,28 @@ def test_lora_on_the_last_block_only_trains_that_block(model):
     with pytest.raises(ValueError, match="no nn.Linear"):
         finetune_classifier(model, CharTokenizer(), "lora", TRAIN, TRAIN, steps=1,
                             lora_targets=("blocks.7.attn.q_proj",))  # fmt: skip
+
+
+def test_blocks_put_lora_and_adapters_in_the_last_block_only(model):
+    """blocks=[-1] trains the same LoRA as naming the last block's layers, bit for bit, and
+    puts adapters there alone; prompt tuning and full fine-tuning refuse it."""
+    last = ("h.1.attn.c_attn",) if isinstance(model, GPT) else (
+        "blocks.1.attn.q_proj", "blocks.1.attn.v_proj")  # fmt: skip
+    kw = dict(steps=2, batch_size=4, lr=1e-2, template="{sentence} :", r=2, bottleneck=3,
+              label_words=(" no", " yes"))  # fmt: skip
+    by_names = finetune_classifier(model, CharTokenizer(), "lora", TRAIN, TRAIN,
+                                   lora_targets=last, **kw)  # fmt: skip
+    by_blocks = finetune_classifier(model, CharTokenizer(), "lora", TRAIN, TRAIN, blocks=[-1],
+                                    **kw)  # fmt: skip
+    assert by_blocks["losses"] == by_names["losses"]
+    assert by_blocks["trainable_params"] == by_names["trainable_params"]
+    adapted = finetune_classifier(model, CharTokenizer(), "adapter", TRAIN, TRAIN, blocks=[-1],
+                                  keep_model=True, **kw)  # fmt: skip
+    names = [n for n, p in adapted["model"].named_parameters() if p.requires_grad]
+    assert names and all(".1." in n and ".adapter." in n for n in names)
+    assert adapted["trainable_params"] == 2 * (C * 3 + 3 + 3 * C + C)  # attn and MLP adapters
+    for method in ("prompt", "full"):
+        with pytest.raises(ValueError, match=f"blocks is for methods 'lora' and 'adapter', "
+                                             f"not '{method}'"):  # fmt: skip
+            finetune_classifier(model, CharTokenizer(), method, TRAIN, TRAIN, steps=1,
+                                blocks=[-1])  # fmt: skip

@@ -16,6 +16,7 @@ from lmlib.finetune import (
     PromptTuning,
     add_adapters,
     add_lora,
+    chosen_blocks,
     freeze,
     merge_lora,
     name_ends_with,
@@ -95,6 +96,50 @@ def test_lora_dotted_target_and_unknown_target():
     assert not isinstance(gpt.transformer.h[0].mlp.c_proj, LoRALinear)
     with pytest.raises(ValueError, match="no nn.Linear"):
         add_lora(make("llama"), ("nope",))
+
+
+def test_lora_in_chosen_blocks_only(model):
+    every = chosen_blocks(model)
+    add_lora(model, lora_targets(model), r=R, blocks=[-1])
+    wrapped = [[isinstance(m, LoRALinear) for m in b.modules()] for b in every]
+    assert not any(wrapped[0]) and any(wrapped[-1])
+    # r (in + out) per wrapped layer: GPT-2's c_attn is C -> 3C; Llama's q is C -> C and
+    # v is C -> C * NKV / NH (grouped-query attention)
+    per_block = R * 4 * C if isinstance(model, GPT) else R * (2 * C) + R * (C + C * NKV // NH)
+    assert trainable_parameters(model) == per_block
+
+
+def test_lora_by_blocks_equals_lora_by_names():
+    by_blocks, by_names = make("llama"), make("llama")
+    torch.manual_seed(3)
+    add_lora(by_blocks, ("q_proj", "v_proj"), r=R, blocks=range(1, L))
+    torch.manual_seed(3)
+    add_lora(by_names, [f"blocks.{i}.attn.{n}" for i in range(1, L) for n in ("q_proj", "v_proj")],
+             r=R)  # fmt: skip
+    assert [n for n, _ in by_blocks.named_modules()] == [n for n, _ in by_names.named_modules()]
+    for a, b in zip(by_blocks.parameters(), by_names.parameters(), strict=True):
+        assert torch.equal(a, b)  # the same layers, wrapped in the same order
+
+
+@pytest.mark.parametrize("blocks, error, match", [
+    ([L], ValueError, r"each of blocks must be an int in \[-2, 1\], got 2"),
+    ([0, -L], ValueError, "each once"),
+    ([], ValueError, "at least one block"),
+    (1, TypeError, "block indices such as range"),
+    ("0", TypeError, "block indices such as range"),
+    ([0.5], TypeError, "each of blocks must be an int"),
+])  # fmt: skip
+def test_bad_blocks_are_refused_before_anything_changes(model, blocks, error, match):
+    for add in (lambda m: add_lora(m, lora_targets(m), blocks=blocks),
+                lambda m: add_adapters(m, blocks=blocks)):  # fmt: skip
+        with pytest.raises(error, match=match):
+            add(model)
+        assert trainable_parameters(model) == sum(p.numel() for p in model.parameters())
+
+
+def test_lora_target_missing_from_the_chosen_blocks():
+    with pytest.raises(ValueError, match=r"no nn.Linear in blocks \[0\] is named like"):
+        add_lora(make("gpt"), ("blocks.1.attn.c_attn",), blocks=[0])
 
 
 def test_replace_modules_and_whole_name_matching():
@@ -177,6 +222,13 @@ def test_adapters_start_as_identity_and_train_alone(model):
         if isinstance(m, Adapter):
             m.up.weight.normal_(std=0.1)
     assert (model(x).logits - want).abs().max() > 1e-3  # adapters are on the path
+
+
+def test_adapters_in_the_last_block_only(model):
+    every = chosen_blocks(model)
+    add_adapters(model, bottleneck=3, blocks=range(L - 1, L))
+    assert [sum(isinstance(m, Adapter) for m in b.modules()) for b in every] == [0] * (L - 1) + [2]
+    assert trainable_parameters(model) == 2 * (C * 3 + 3 + 3 * C + C)
 
 
 @torch.no_grad()
