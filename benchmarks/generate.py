@@ -37,6 +37,15 @@ step, 15-20% of a step, so neither library can be much faster than the other her
 changing the numbers (bfloat16 weights, another matmul kernel), which would change tokens.
 One and two threads give bit-identical logits, so the thread count is a free choice.
 
+Another matmul kernel, tried and not kept: MKL's pre-packed weights (the private ops
+``torch.ops.mkl._mkl_reorder_linear_weight`` and ``_mkl_linear``, which Inductor's
+weight freezing uses on CPU). Alone, a 1-row product with a 1536 x 576 weight ran 1.53x
+faster packed (median of 5 alternating runs over 200 weights). But every nn.Linear of
+lmlib's SmolLM2 packed for 1-row inputs (the lm_head too) decoded 256 greedy tokens at
+10.55 tokens/s against 10.35 unpacked and 8.97 for transformers (one thread, median of 3
+in turns; 1.02x, within the noise), with the same tokens, for a second 540 MB copy of
+the weights.
+
 Measured (one thread, load average 1.0-2.3, 256 tokens, median of 3 in turns):
 lmlib 9.7 tokens/s, transformers 9.4 (1.03x), lmlib without the cache 1.2 (the cache is
 8.3x faster), the same tokens on all three.
