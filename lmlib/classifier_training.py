@@ -136,7 +136,7 @@ def finetune_classifier(model, tokenizer, method: str, train, eval, *, steps: in
     ``lora_targets`` names the linear layers LoRA wraps, as `lmlib.finetune.add_lora` reads
     them; by default every block's query and value projections (GPT-2's ``c_attn``, which
     also holds the keys). ``blocks`` puts LoRA or adapters in those blocks only
-    (`lmlib.finetune.chosen_blocks`: ``range(20, 30)`` is SmolLM2's last 10). Training only
+    (`lmlib.finetune.chosen_blocks`: ``range(-10, 0)`` is the last 10). Training only
     the last blocks saves time as well as parameters: the backward pass stops at the lowest
     block that trains.
     """

@@ -133,8 +133,8 @@ class LoRALinear(nn.Module):
 def chosen_blocks(model: nn.Module, blocks=None) -> list[Block]:
     """The model's `Block` modules in order, or those whose indices ``blocks`` lists.
 
-    Indices count as Python's do: ``range(20, 30)`` is SmolLM2's last 10 of 30 blocks, and
-    -1 is the last block. A method that trains new weights in the last blocks only saves
+    Indices count as Python's do: -1 is the last block, and ``range(-10, 0)`` the last 10
+    (SmolLM2's blocks 20-29 of 30). A method that trains new weights in the last blocks only saves
     time as well as parameters: the backward pass stops at the lowest block that trains.
 
     >>> from lmlib.model import GPT, GPTConfig
@@ -147,11 +147,11 @@ def chosen_blocks(model: nn.Module, blocks=None) -> list[Block]:
     if blocks is None:
         return found
     if isinstance(blocks, (str, bytes)) or not hasattr(blocks, "__iter__"):
-        raise TypeError(f"blocks must be block indices such as range(20, 30), got {blocks!r}")
-    n = len(found)
+        raise TypeError(f"blocks must be block indices such as range(-10, 0), got {blocks!r}")
+    n, blocks = len(found), list(blocks)  # a generator is read once
     indices = [check_int(i, "each of blocks", low=-n, high=n - 1) % n for i in blocks]
     if not indices or len(set(indices)) != len(indices):
-        raise ValueError(f"blocks must name at least one block, each once, got {list(blocks)}")
+        raise ValueError(f"blocks must name at least one block, each once, got {blocks}")
     return [found[i] for i in indices]
 
 
@@ -177,7 +177,7 @@ def add_lora(model, targets=("q_proj", "v_proj"), r: int = 8, alpha: float = 16,
                 and (inside is None or id(module) in inside))  # fmt: skip
 
     if replace_modules(model, match, lambda lin: LoRALinear(lin, r, alpha, dropout)) == 0:
-        where = "" if blocks is None else f" in blocks {list(blocks)}"
+        where = "" if blocks is None else f" in blocks {blocks!r}"
         raise ValueError(f"no nn.Linear{where} is named like any of {targets}")
     return model
 

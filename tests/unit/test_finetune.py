@@ -137,6 +137,12 @@ def test_bad_blocks_are_refused_before_anything_changes(model, blocks, error, ma
         assert trainable_parameters(model) == sum(p.numel() for p in model.parameters())
 
 
+def test_blocks_as_a_generator_are_read_once(model):
+    assert len(chosen_blocks(model, (i for i in [-1]))) == 1
+    with pytest.raises(ValueError, match=r"each once, got \[0, 0\]"):  # the indices it read
+        chosen_blocks(model, (i for i in [0, 0]))
+
+
 def test_lora_target_missing_from_the_chosen_blocks():
     with pytest.raises(ValueError, match=r"no nn.Linear in blocks \[0\] is named like"):
         add_lora(make("gpt"), ("blocks.1.attn.c_attn",), blocks=[0])
