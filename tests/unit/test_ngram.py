@@ -1,6 +1,7 @@
 """n-gram models: hand-checkable counts, distributions that sum to one, perplexity."""
 
 import math
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -83,6 +84,56 @@ def test_the_whole_distribution_is_prob_of_each_token_to_the_last_bit(text, ctx,
         assert lm.next_token_probs(ctx).tolist() == [lm.prob(ctx, w) for w in vocab]
 
 
+def test_a_context_shorter_than_n_minus_1_is_used_whole():
+    """Near the start of a text, a token has fewer than n - 1 tokens before it. All of them
+    count: for n = 6, three tokens of context score like a 4-gram model's full context (a
+    slice starting at 3 - 6 + 1 = -2 used to keep only the last two)."""
+    text = "abcab cabd abca bcad " * 3
+    for k in (0.0, 0.5):
+        assert NGramLM(n=6, k=k).fit(text).prob("abc", "a") == NGramLM(n=4, k=k).fit(text).prob(
+            "abc", "a"
+        )
+    six, four = InterpolatedNGramLM(n=6).fit(text), InterpolatedNGramLM(n=4).fit(text)
+    assert six.prob("abc", "a") == four.prob("abc", "a")
+    assert six.log_prob("abca") == four.log_prob("abca")  # 4 tokens: at most 3 before any
+
+
+tokens = st.lists(st.sampled_from("abcd"), min_size=1, max_size=50)
+
+
+@settings(max_examples=80, deadline=None)
+@given(train=tokens, n=st.integers(1, 6))
+def test_counts_are_those_of_counting_tuples(train, n):
+    """fit counts by sorting integer codes; the reference counts one tuple per position."""
+    lm = InterpolatedNGramLM(n=n).fit(train)
+    for m in range(1, n + 1):
+        grams = Counter(zip(*(train[i:] for i in range(m))))
+        followed, followers = Counter(), Counter()
+        for gram, c in grams.items():
+            followed[gram[:-1]] += c
+            followers[gram[:-1]] += 1
+        assert lm.ngrams[m] == grams
+        assert lm.contexts[m] == followed and lm.followers[m] == followers
+
+
+@settings(max_examples=80, deadline=None)
+@given(train=tokens, text=tokens, n=st.integers(1, 6), k=st.sampled_from([0.0, 0.1, 1.0]))
+def test_log_prob_is_the_sum_of_prob_to_the_last_bit(train, text, n, k):
+    """log_prob scores every position with arrays; it must add up exactly what a loop of
+    prob gives, in the same order (k = 0: an unseen n-gram makes it -inf)."""
+    vocab = list("abcd")
+    for lm in (NGramLM(n=n, k=k), InterpolatedNGramLM(n=n)):
+        lm.fit(train, vocab=vocab)
+        total = 0.0
+        for i, token in enumerate(text):
+            p = lm.prob(text[max(0, i - n + 1) : i], token)
+            if p == 0.0:
+                total = -math.inf
+                break
+            total += math.log(p)
+        assert lm.log_prob(text) == total
+
+
 def test_interpolation_beats_add_one_on_long_contexts():
     train, held_out = TEXT * 3, "the dog sat on the mat."
     add_one = NGramLM(n=5, k=1).fit(train).perplexity(held_out)
@@ -111,6 +162,8 @@ def test_generation_is_reproducible_and_uses_the_vocabulary():
         (lambda: NGramLM(n=2).prob("a", "b"), "not fitted"),
         (lambda: NGramLM(n=2).fit("ab").prob("a", "z"), "not in the model's vocabulary"),
         (lambda: NGramLM(n=2).fit("ab").perplexity(""), "empty"),
+        (lambda: NGramLM(n=2).fit("ab").perplexity("abz"), "'z' is not in the model's"),
+        (lambda: NGramLM(n=2).log_prob("ab"), "not fitted"),
     ],
 )
 def test_bad_input_gets_a_clear_error(call, message):
