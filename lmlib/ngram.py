@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +53,30 @@ class _Order:
     bounds: np.ndarray  # (K_ctx + 1,) context j: codes[bounds[j] : bounds[j + 1]]
     followed: np.ndarray  # (K_ctx,) count(c): how often context j is followed by a token
     types: np.ndarray  # (K_ctx,) T(c): how many different tokens follow context j
-    index: dict | None = None  # context tuple -> j, built on first use (only sampling needs it)
+
+
+class _ByOrder(Mapping):
+    """{m: Counter} for m = 1..n, each built from the arrays when first read.
+
+    Scoring and sampling read the arrays; only `prob` and a reader of the counts need the
+    dictionaries, so a model that only scores never builds them.
+    """
+
+    def __init__(self, n: int, build):
+        self._n, self._build, self._built = n, build, {}
+
+    def __getitem__(self, m: int) -> Counter:
+        if m not in self._built:
+            if m not in range(1, self._n + 1):
+                raise KeyError(m)
+            self._built[m] = self._build(m)
+        return self._built[m]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(1, self._n + 1))
+
+    def __len__(self) -> int:
+        return self._n
 
 
 class NGramLM:
@@ -78,8 +101,8 @@ class NGramLM:
         # ngrams[m]: counts of m-grams; contexts[m]: how often each (m-1)-gram is followed
         # by something, i.e. the denominator for order m (differs from the (m-1)-gram count
         # only at the very end of the text, but using it keeps the sums exactly one).
-        self.ngrams: dict[int, Counter] = {}
-        self.contexts: dict[int, Counter] = {}
+        self.ngrams: Mapping[int, Counter] = {}
+        self.contexts: Mapping[int, Counter] = {}
         self.vocab: list[Token] = []
         self._orders: dict[int, _Order] = {}  # m -> the m-grams as arrays (the fast paths)
 
@@ -103,30 +126,54 @@ class NGramLM:
         # Counter(zip(*(tokens[i:] for i in range(m)))) counts the m-grams with one tuple per
         # position; this sorts one integer per position instead, several times faster. The
         # m-gram at position i is the (m-1)-gram at i followed by token i + m - 1.
-        keys, at = [()], np.zeros(len(ids) + 1, dtype=np.int64)  # the 0-gram, everywhere
-        singles = [(t,) for t in self.vocab]
-        self.ngrams, self.contexts, self._orders = {}, {}, {}
+        at = np.zeros(len(ids) + 1, dtype=np.int64)  # the one 0-gram, at every position
+        self._orders, n_ctx = {}, 1
         for m in range(1, self.n + 1):
             codes = at[:-1] * self.V + ids[m - 1 :]
             codes, at, counts = np.unique(codes, return_inverse=True, return_counts=True)
             ctx, last = np.divmod(codes, self.V)  # context index and token id of each m-gram
-            followed = np.bincount(ctx, weights=counts, minlength=len(keys)).astype(np.int64)
+            followed = np.bincount(ctx, weights=counts, minlength=n_ctx).astype(np.int64)
             self._orders[m] = _Order(
-                codes, counts, last, np.searchsorted(ctx, np.arange(len(keys) + 1)), followed,
-                types=np.bincount(ctx, minlength=len(keys)),
+                codes, counts, last, np.searchsorted(ctx, np.arange(n_ctx + 1)), followed,
+                types=np.bincount(ctx, minlength=n_ctx),
             )  # fmt: skip
-            self.contexts[m] = self._per_context(m, followed, keys)
-            keys = list(map(operator.add, map(keys.__getitem__, ctx.tolist()),
-                            map(singles.__getitem__, last.tolist())))  # fmt: skip
-            self.ngrams[m] = Counter(dict(zip(keys, counts.tolist())))
+            n_ctx = len(codes)
+        self.ngrams = _ByOrder(self.n, self._ngram_counts)
+        self.contexts = _ByOrder(self.n, lambda m: self._per_context(m, "followed"))
         return self
 
-    def _per_context(self, m: int, values: np.ndarray, keys: list | None = None) -> Counter:
-        """{(m-1)-gram: value} for the contexts of order m whose value is not 0."""
-        if keys is None:
-            keys = [()] if m == 1 else list(self.ngrams[m - 1])
+    def _keys(self, m: int) -> list[tuple]:
+        """The m-grams as tuples, in the order of their table."""
+        return [()] if m == 0 else list(self.ngrams[m])
+
+    def _ngram_counts(self, m: int) -> Counter:
+        order, singles = self._orders[m], [(t,) for t in self.vocab]
+        keys = self._keys(m - 1)
+        grams = map(operator.add, map(keys.__getitem__, (order.codes // self.V).tolist()),
+                    map(singles.__getitem__, order.last.tolist()))  # fmt: skip
+        return Counter(dict(zip(grams, order.counts.tolist())))
+
+    def _per_context(self, m: int, field: str) -> Counter:
+        """{(m-1)-gram: value} of an array of order m's contexts, where the value is not 0."""
+        values, keys = getattr(self._orders[m], field), self._keys(m - 1)
         nonzero = np.flatnonzero(values).tolist()
         return Counter(dict(zip(map(keys.__getitem__, nonzero), values[nonzero].tolist())))
+
+    def _find(self, context: tuple) -> int | None:
+        """The index of ``context`` among the (len(context))-grams, None if never seen.
+
+        Found through its prefixes: the index of c[:1] gives the code of c[:2], and so on.
+        """
+        j = 0
+        for m, token in enumerate(context, start=1):
+            codes, i = self._orders[m].codes, self._index.get(token)
+            if i is None:
+                return None
+            code = j * self.V + i
+            j = int(np.searchsorted(codes, code))
+            if j == len(codes) or codes[j] != code:
+                return None
+        return j
 
     def _ids(self, tokens: Sequence[Token]) -> np.ndarray:
         if not self.vocab:
@@ -176,20 +223,17 @@ class NGramLM:
         if not self.vocab:
             raise RuntimeError("the model is not fitted yet: call fit(tokens) first")
         ctx = self._context(context)
-        m = len(ctx) + 1
-        den = self.contexts[m][ctx] + self.k * self.V
+        m, j = len(ctx) + 1, self._find(ctx)
+        den = (0 if j is None else int(self._orders[m].followed[j])) + self.k * self.V
         if den == 0:  # k = 0 and an unseen context: no estimate at all
             return np.zeros(self.V)
-        return (self._counts_after(m, ctx) + self.k) / den
+        return (self._counts_after(m, j) + self.k) / den
 
-    def _counts_after(self, m: int, ctx: tuple) -> np.ndarray:
-        """count(ctx, w) for every w of the vocabulary, as floats (ctx has m - 1 tokens)."""
-        order = self._orders[m]
-        if order.index is None:
-            keys = [()] if m == 1 else self.ngrams[m - 1]
-            order.index = dict(zip(keys, range(len(keys))))
+    def _counts_after(self, m: int, j: int | None) -> np.ndarray:
+        """count(c, w) for every w of the vocabulary, as floats, c being context j of order m."""
         counts = np.zeros(self.V)
-        if (j := order.index.get(ctx)) is not None:
+        if j is not None:
+            order = self._orders[m]
             seen = slice(order.bounds[j], order.bounds[j + 1])
             counts[order.last[seen]] = order.counts[seen]
         return counts
@@ -286,12 +330,12 @@ class InterpolatedNGramLM(NGramLM):
 
     def __init__(self, n: int):
         super().__init__(n, k=0.0)
-        self.followers: dict[int, Counter] = {}
+        self.followers: Mapping[int, Counter] = {}
 
     def fit(self, tokens: Sequence[Token], vocab: Sequence[Token] | None = None):
         super().fit(tokens, vocab)
-        for m in range(1, self.n + 1):  # T(c): how many different tokens follow c
-            self.followers[m] = self._per_context(m, self._orders[m].types)
+        # T(c): how many different tokens follow c
+        self.followers = _ByOrder(self.n, lambda m: self._per_context(m, "types"))
         return self
 
     def _token_probs(self, tokens: list) -> np.ndarray:
@@ -311,11 +355,11 @@ class InterpolatedNGramLM(NGramLM):
         ctx = self._context(context)
         p = np.full(self.V, 1.0 / self.V)
         for m in range(1, len(ctx) + 2):
-            c = ctx[len(ctx) - m + 1 :]
-            seen = self.contexts[m][c]
+            order, j = self._orders[m], self._find(ctx[len(ctx) - m + 1 :])
+            seen = 0 if j is None else int(order.followed[j])
             if seen:
-                lam = seen / (seen + self.followers[m][c])
-                p = lam * self._counts_after(m, c) / seen + (1 - lam) * p
+                lam = seen / (seen + int(order.types[j]))
+                p = lam * self._counts_after(m, j) / seen + (1 - lam) * p
         return p
 
     def prob(self, context: Sequence[Token], token: Token) -> float:

@@ -106,6 +106,7 @@ tokens = st.lists(st.sampled_from("abcd"), min_size=1, max_size=50)
 def test_counts_are_those_of_counting_tuples(train, n):
     """fit counts by sorting integer codes; the reference counts one tuple per position."""
     lm = InterpolatedNGramLM(n=n).fit(train)
+    assert list(lm.ngrams) == list(range(1, n + 1)) and n + 1 not in lm.ngrams
     for m in range(1, n + 1):
         grams = Counter(zip(*(train[i:] for i in range(m))))
         followed, followers = Counter(), Counter()
