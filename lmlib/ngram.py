@@ -117,10 +117,11 @@ class NGramLM:
         tokens = list(tokens)
         if not tokens:
             raise ValueError("cannot fit an n-gram model on an empty sequence")
-        self.vocab = sorted(set(tokens)) if vocab is None else list(dict.fromkeys(vocab))
-        missing = set(tokens) - set(self.vocab)
-        if missing:
+        vocab = sorted(set(tokens)) if vocab is None else list(dict.fromkeys(vocab))
+        missing = set(tokens) - set(vocab)
+        if missing:  # checked before anything changes: a fitted model stays as it was
             raise ValueError(f"training tokens not in the given vocab: {sorted(missing)[:10]}")
+        self.vocab = vocab
         self._index = {t: i for i, t in enumerate(self.vocab)}
         ids = self._ids(tokens)
         # Counter(zip(*(tokens[i:] for i in range(m)))) counts the m-grams with one tuple per

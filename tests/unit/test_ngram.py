@@ -135,6 +135,13 @@ def test_log_prob_is_the_sum_of_prob_to_the_last_bit(train, text, n, k):
         assert lm.log_prob(text) == total
 
 
+def test_a_refused_fit_leaves_the_fitted_model_as_it_was():
+    lm = NGramLM(n=2, k=0).fit("abab")
+    with pytest.raises(ValueError, match="not in the given vocab"):
+        lm.fit("abc", vocab="ab")
+    assert lm.vocab == ["a", "b"] and lm.prob("a", "b") == 1.0
+
+
 def test_interpolation_beats_add_one_on_long_contexts():
     train, held_out = TEXT * 3, "the dog sat on the mat."
     add_one = NGramLM(n=5, k=1).fit(train).perplexity(held_out)
