@@ -31,6 +31,7 @@ import operator
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -140,7 +141,7 @@ class NGramLM:
             )  # fmt: skip
             n_ctx = len(codes)
         self.ngrams = _ByOrder(self.n, self._ngram_counts)
-        self.contexts = _ByOrder(self.n, lambda m: self._per_context(m, "followed"))
+        self.contexts = _ByOrder(self.n, partial(self._per_context, field="followed"))
         return self
 
     def _keys(self, m: int) -> list[tuple]:
@@ -336,7 +337,7 @@ class InterpolatedNGramLM(NGramLM):
     def fit(self, tokens: Sequence[Token], vocab: Sequence[Token] | None = None):
         super().fit(tokens, vocab)
         # T(c): how many different tokens follow c
-        self.followers = _ByOrder(self.n, lambda m: self._per_context(m, "types"))
+        self.followers = _ByOrder(self.n, partial(self._per_context, field="types"))
         return self
 
     def _token_probs(self, tokens: list) -> np.ndarray:

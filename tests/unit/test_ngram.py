@@ -1,6 +1,8 @@
 """n-gram models: hand-checkable counts, distributions that sum to one, perplexity."""
 
+import copy
 import math
+import pickle
 from collections import Counter
 
 import pytest
@@ -140,6 +142,17 @@ def test_a_refused_fit_leaves_the_fitted_model_as_it_was():
     with pytest.raises(ValueError, match="not in the given vocab"):
         lm.fit("abc", vocab="ab")
     assert lm.vocab == ["a", "b"] and lm.prob("a", "b") == 1.0
+
+
+def test_a_copy_or_a_pickle_counts_for_itself():
+    """The count dictionaries are built on first read, from the model they belong to: a
+    copy's from the copy, even after the original is fitted on another text."""
+    lm = InterpolatedNGramLM(n=3).fit(TEXT)
+    copied, pickled = copy.deepcopy(lm), pickle.loads(pickle.dumps(lm))
+    lm.fit("xyz")
+    for other in (copied, pickled):
+        assert other.contexts[2][("t",)] == TEXT.count("t") and other.followers[3]
+        assert other.prob("th", "e") == InterpolatedNGramLM(n=3).fit(TEXT).prob("th", "e")
 
 
 def test_interpolation_beats_add_one_on_long_contexts():
