@@ -144,7 +144,9 @@ def sgns_loss(centre: torch.Tensor, context: torch.Tensor, noise: torch.Tensor) 
         raise ValueError(f"noise must be (B, K, C) = ({centre.shape[0]}, K, {centre.shape[1]}), "
                          f"got {tuple(noise.shape)}")  # fmt: skip
     true_score = (centre * context).sum(-1)  # (B,): u_o . v_c
-    noise_score = torch.einsum("bkc,bc->bk", noise, centre)  # (B, K): u_k . v_c
+    # (B, K, C) * (B, 1, C), summed over C -> (B, K): u_k . v_c. einsum("bkc,bc->bk") is
+    # the same sum (added in another order) as 1,024 tiny matrix products: 1.5x slower here.
+    noise_score = (noise * centre[:, None]).sum(-1)
     return (F.softplus(-true_score) + F.softplus(noise_score).sum(-1)).mean()
 
 
