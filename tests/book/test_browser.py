@@ -3,7 +3,13 @@
 The book is built once (the `site` fixture in conftest.py, shared with test_book.py), served
 by a local HTTP server and every page is opened in headless Chromium (Debian's `chromium`,
 driven by Playwright through `executable_path`). Every request to any other host is blocked
-and recorded. A page fails when it
+and recorded: the browser's proxy is a closed port on 127.0.0.1 and only 127.0.0.1 bypasses
+it, so a request to any other host name or address (another loopback or link-local address
+included) fails at that port, on this machine, and is recorded from its failure
+(`net::ERR_PROXY_CONNECTION_FAILED`); a rule that resolves no host name is a second wall.
+Playwright's request interception would block too, but it turns off the browser's cache, so
+every page would fetch and compile MathJax, Mermaid and the theme's scripts again: the page
+loads took twice as long. A page fails when it
 - loads anything from another host (the site must carry its own MathJax, Mermaid, ...),
 - logs a JavaScript error, or a request of its own fails (network error or HTTP >= 400),
 - leaves a formula unrendered (no MathJax output, a TeX error, raw `$$` or `\\(` in the text),
@@ -25,8 +31,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import threading
 import time
+from contextlib import contextmanager
 from functools import partial
 from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +58,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
+PROXY_FAILED = "net::ERR_PROXY_CONNECTION_FAILED"
 RENDER_TIMEOUT_MS = 20_000  # MathJax, Mermaid, bertviz and widgets on the longest page
 
 # Resolves once the page's renderers are done (or have had their chance).
@@ -198,6 +207,36 @@ def find_chromium():
     return None
 
 
+@contextmanager
+def offline_chromium(sync_api, chromium: str):
+    """A headless Chromium that can reach 127.0.0.1 and nothing else: its proxy is a port on
+    127.0.0.1 that is bound but never listens (so every connection to it is refused), and
+    ``<-loopback>`` drops Chromium's own rule that sends loopback and link-local addresses
+    around the proxy, so that only 127.0.0.1 is let through."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    proxy = [
+        f"--proxy-server=http://127.0.0.1:{closed.getsockname()[1]}",
+        "--proxy-bypass-list=<-loopback>;127.0.0.1",
+    ]
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS + proxy)
+            try:
+                yield browser
+            finally:
+                browser.close()
+    finally:
+        closed.close()
+
+
+def _serve(root: Path):
+    """A local HTTP server for `root` on a free port of 127.0.0.1, in a thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _quiet_handler(root))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"127.0.0.1:{server.server_address[1]}"
+
+
 class _Ids(HTMLParser):
     """The anchors a page offers to links: every id, and the name of every <a name>."""
 
@@ -296,18 +335,9 @@ def crawl(request):
     shutil.rmtree(SHOTS, ignore_errors=True)
     SHOTS.mkdir(parents=True)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _quiet_handler(html))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host = f"127.0.0.1:{server.server_address[1]}"
+    server, host = _serve(html)
     results, current, local = {}, {}, _Site(html)
     started = time.perf_counter()
-
-    def route(route):
-        if urlsplit(route.request.url).netloc == host:
-            route.continue_()
-        else:
-            current["blocked"].append(route.request.url)
-            route.abort("blockedbyclient")
 
     def on_console(msg):
         # a failed load is also reported as a failed request, with its URL: count it there
@@ -317,19 +347,19 @@ def crawl(request):
     def on_request_failed(req):  # a 404 is then also aborted: keep the first reason
         if urlsplit(req.url).netloc == host:
             current["failed"].setdefault(req.url, req.failure)
-        elif req.url not in current["blocked"]:  # went past the route, stopped by the resolver
+        elif req.url not in current["blocked"]:  # stopped at the closed proxy
             current["blocked"].append(req.url)
 
     def on_response(resp):
         current["requests"] += 1
-        if resp.status >= 400:
+        if urlsplit(resp.url).netloc != host:  # cannot happen through the closed proxy
+            current["blocked"].append(resp.url)
+        elif resp.status >= 400:
             current["failed"].setdefault(resp.url, f"HTTP {resp.status}")
 
     try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        with offline_chromium(sync_api, chromium) as browser:
             context = browser.new_context(viewport=LAPTOP)
-            context.route("**/*", route)
             pw_page = context.new_page()
             pw_page.on("console", on_console)
             pw_page.on("pageerror", lambda err: current["console"].append(f"uncaught {err}"))
@@ -372,7 +402,6 @@ def crawl(request):
                     "seconds": round(time.perf_counter() - t0, 2),
                     "screenshot": shot.name,
                 }
-            browser.close()
     finally:
         server.shutdown()
         server.server_close()
@@ -438,6 +467,54 @@ def _problems(crawl, *keys):
         for item in r.get(key, [])
     ]
     return "\n".join(found[:60]) + (f"\n... and {len(found) - 60} more" if len(found) > 60 else "")
+
+
+# a 1 x 1 PNG
+PIXEL = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+
+
+def test_the_browser_reaches_127_0_0_1_and_nothing_else(tmp_path):
+    """The crawl's wall on a page of its own: a script and images on other hosts, over http
+    and https, by name and by address, each fail at the closed proxy, and the page's own
+    image loads. (If the wall were gone, the address here would still be on this machine:
+    127.0.0.2, another loopback address, which Chromium would otherwise reach directly.)"""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium: install it with `apt-get install -y chromium`")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is installed with otter-grader"
+    )
+    outside = [
+        "http://example.com/a.js",
+        "https://cdn.example.org/b.png",
+        "http://localhost/c.png",
+        "http://127.0.0.2/d.png",
+    ]
+    tags = [f'<script src="{outside[0]}"></script>']
+    tags += [f'<img src="{url}">' for url in outside[1:] + ["pixel.png"]]
+    (tmp_path / "index.html").write_text("<html><body>" + "".join(tags) + "</body></html>")
+    (tmp_path / "pixel.png").write_bytes(PIXEL)
+    server, host = _serve(tmp_path)
+    failed, answered = {}, []
+    try:
+        with offline_chromium(sync_api, chromium) as browser:
+            page = browser.new_page()
+            page.on("requestfailed", lambda req: failed.setdefault(req.url, req.failure))
+            page.on("response", lambda resp: answered.append((resp.url, resp.status)))
+            page.goto(f"http://{host}/index.html", wait_until="load", timeout=30_000)
+            loaded = page.evaluate("() => document.images[3].naturalWidth")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert failed == dict.fromkeys(outside, PROXY_FAILED)
+    assert sorted(answered) == [
+        (f"http://{host}/index.html", 200),
+        (f"http://{host}/pixel.png", 200),
+    ]
+    assert loaded == 1
 
 
 def test_every_page_was_opened_and_photographed(crawl, request):

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from lmlib.number_words import (
     Pair,
+    PairList,
     Vocabulary,
     decoder_only_batch,
     detokenize,
@@ -67,10 +68,28 @@ def test_splits_are_disjoint_deterministic_and_counted():
     valid, test = {p.source for p in splits.valid}, {p.source for p in splits.test}
     assert (len(train), len(valid), len(test)) == (4000, 300, 700)
     assert not (train & test) and not (train & valid) and not (valid & test)
-    assert {p.number for p in splits.train + splits.valid + splits.test} == set(range(1, 5001))
+    numbers = splits.train.numbers + splits.valid.numbers + splits.test.numbers
+    assert sorted(numbers) == list(range(1, 5001))
     assert number_pairs(5000, 300, 700, seed=3) == splits
     assert number_pairs(5000, 300, 700, seed=4).test != splits.test
     assert all(p.target == french(p.number) for p in splits.test)
+    # the same shuffle as before the pairs were spelled when read (Chapter 3's splits)
+    assert splits.test.numbers[:3] == [2938, 3491, 4564]
+
+
+def test_pair_list_spells_what_it_is_asked_for():
+    pairs = PairList([80, 2, 71])
+    assert len(pairs) == 3 and pairs[0] == Pair(80, "eighty", "quatre-vingts")
+    assert pairs[-1] == Pair(71, "seventy one", "soixante et onze")
+    assert pairs[1:] == [Pair(2, "two", "deux"), Pair(71, "seventy one", "soixante et onze")]
+    assert list(pairs) == [pairs[i] for i in range(3)] and pairs[::-1][0] == pairs[2]
+    assert pairs == PairList((80, 2, 71)) and pairs != PairList([2, 80, 71])
+    assert pairs != [pairs[0], pairs[1], pairs[2]]  # a PairList equals PairLists only
+    assert PairList([]) == PairList(()) and not PairList([])
+    with pytest.raises(IndexError):
+        pairs[3]
+    src, *_ = seq2seq_batch(pairs, Vocabulary())  # any sequence of pairs batches
+    assert src.shape == (3, 2)  # "seventy one" is the longest
 
 
 def test_batches_line_up():
@@ -96,6 +115,10 @@ def test_bad_input():
         english(1_000_000)
     with pytest.raises(TypeError, match="n must be an int"):
         french(2.0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        PairList([1, True])
+    with pytest.raises(ValueError, match="n must be an int in"):
+        PairList([5, 1_000_000, 7])
     with pytest.raises(ValueError, match="leaves no training numbers"):
         number_pairs(max_value=100, n_valid=50, n_test=50)
     with pytest.raises(ValueError, match="words outside the vocabulary"):
