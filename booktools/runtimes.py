@@ -13,7 +13,8 @@ Two files, both written by tools, never by hand:
   (``python -m booktools.runtimes``) copies the measured entries into it, after a test run
   on the reference machine; commit it then. The Sphinx extension `booktools.sphinxext.runtimes`
   puts one line under the title of every page that has an entry, e.g. "This notebook runs top
-  to bottom in about 3 min on a 2-core CPU (measured by the test suite, 2026-11-23)."
+  to bottom in about 3 min on a 2-core Intel Xeon CPU (measured by the test suite,
+  2026-11-23)."
 
 An entry, keyed by the page's name in _toc.yml ("chapters/01_background", or
 "chapters/05_practice/01_training" for a section notebook in a chapter's folder):
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -258,12 +260,36 @@ class Recorder:
 # --------------------------------------------------------------------------- the page note
 
 
+def cpu_name(model: str | None) -> str | None:
+    """A CPU's name as a page shows it: no trademarks, clock speed, core count or filler.
+
+    >>> cpu_name("Intel(R) Xeon(R) Processor")
+    'Intel Xeon'
+    >>> cpu_name("AMD EPYC 7B13 64-Core Processor")
+    'AMD EPYC 7B13'
+    >>> cpu_name("Intel(R) Core(TM) i7-8550U CPU @ 1.80GHz")
+    'Intel Core i7-8550U'
+    >>> cpu_name(None) is None and cpu_name("CPU") is None
+    True
+    """
+    if not model:
+        return None
+    name = re.sub(r"\((R|TM|tm)\)", "", model.split(" @ ")[0])
+    words = [w for w in name.split() if w not in ("CPU", "Processor")]
+    words = [w for w in words if not re.fullmatch(r"\d+-[Cc]ore", w)]
+    return " ".join(words) or None
+
+
 def describe(entry: dict) -> str:
     """The sentence under a chapter's title (`booktools.sphinxext.runtimes` puts it there).
 
-    >>> entry = {"seconds": 170.0, "cpu_count": 2, "accelerator": "cpu", "date": "2026-11-23"}
+    It names the CPU when the entry knows it: the same notebook can take three times as
+    long on another 2-core CPU.
+
+    >>> entry = {"seconds": 170.0, "cpu_count": 2, "accelerator": "cpu", "date": "2026-11-23",
+    ...          "cpu_model": "AMD EPYC 7B13 64-Core Processor"}
     >>> print(describe(entry))  # doctest: +NORMALIZE_WHITESPACE
-    This notebook runs top to bottom in about 3 min on a 2-core CPU
+    This notebook runs top to bottom in about 3 min on a 2-core AMD EPYC 7B13 CPU
     (measured by the test suite, 2026-11-23).
     >>> on_gpu = {**entry, "seconds": 44.9, "accelerator": "cuda"}
     >>> print(describe(on_gpu))  # doctest: +NORMALIZE_WHITESPACE
@@ -274,7 +300,8 @@ def describe(entry: dict) -> str:
     duration = (
         "under a minute" if seconds < UNDER_A_MINUTE_S else f"about {round(seconds / 60)} min"
     )
-    where = "1 GPU" if entry["accelerator"] == "cuda" else f"a {entry['cpu_count']}-core CPU"
+    cpu = " ".join(filter(None, [cpu_name(entry.get("cpu_model")), "CPU"]))
+    where = "1 GPU" if entry["accelerator"] == "cuda" else f"a {entry['cpu_count']}-core {cpu}"
     return (
         f"This notebook runs top to bottom in {duration} on {where} "
         f"(measured by the test suite, {entry['date']})."

@@ -1,6 +1,6 @@
 """Sphinx extension: under the title of every chapter page that has a measured run time in
 `chapters/runtimes.json`, one line, e.g. "This notebook runs top to bottom in about 3 min on
-a 2-core CPU (measured by the test suite, 2026-11-23)."
+a 2-core Intel Xeon CPU (measured by the test suite, 2026-11-23)."
 
 It is in the site only: the notebooks themselves (Colab, Binder, download) do not change. The
 file and the sentence are `booktools.runtimes`'s; `make runtimes` fills the file.

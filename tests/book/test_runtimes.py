@@ -265,13 +265,16 @@ def test_machine_describes_this_process():
 def test_the_note_rounds_to_minutes(seconds, duration):
     text = runtimes.describe(entry(seconds=seconds))
     assert text == (
-        f"This notebook runs top to bottom in {duration} on a 2-core CPU "
+        f"This notebook runs top to bottom in {duration} on a 2-core Some CPU "
         "(measured by the test suite, 2026-11-23)."
     )
 
 
 def test_the_note_names_the_machine():
-    assert "on a 1-core CPU" in runtimes.describe(entry(cpu_count=1))
+    assert "on a 1-core Some CPU (" in runtimes.describe(entry(cpu_count=1))
+    xeon = entry(cpu_model="Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz")
+    assert "on a 2-core Intel Xeon Gold 6338 CPU (" in runtimes.describe(xeon)
+    assert "on a 2-core CPU (" in runtimes.describe(entry(cpu_model=None))
     on_gpu = runtimes.describe(entry(accelerator="cuda", seconds=170.0))
     assert "in about 3 min on 1 GPU (" in on_gpu and "CPU" not in on_gpu
 
