@@ -17,17 +17,26 @@ seconds (the training loop, compiling included, evaluation not), process_seconds
 whole process: start-up, imports, data, compiling, training, evaluation), tokens_per_second,
 iters, params, torch_threads (the count used for each block of 250 steps), ...
 
-    python benchmarks/train_char_gpt.py               # 2,000 steps, 2-7 minutes on 2 cores
+    python benchmarks/train_char_gpt.py               # 2,000 steps, 1-4 minutes on 2 cores
     python benchmarks/train_char_gpt.py --quick       # 100 steps: a smoke test
-    python benchmarks/train_char_gpt.py --compile off # eager
-    python benchmarks/train_char_gpt.py --compare     # eager, cold and warm, side by side
+    python benchmarks/train_char_gpt.py --kernels lmlib --compile blocks  # the book's
+                                                      # LayerNorm and GELU, compiled
+    python benchmarks/train_char_gpt.py --compare     # four ways, side by side
     python benchmarks/train_char_gpt.py --iters 5000 --device cuda   # scaled up
 
-``--compare`` runs the whole script three times as fresh processes and times each from
-outside, start-up included: eager (``--compile off``); compiled from a cold cache (empty
+By default the model is the book's GPT with PyTorch's fused kernels for its LayerNorm and
+tanh-GELU (``--kernels native``: nn.LayerNorm and F.gelu(approximate="tanh"), the same
+functions with the same weights, checked on one batch before training), run eager. The
+book writes both out op by op so that a reader can follow them (``--kernels lmlib``);
+compiling (``--compile blocks``) fuses those ops back together, at a price paid in every
+new process.
+
+``--compare`` runs the whole script four times as fresh processes and times each from
+outside, start-up included: the book's kernels compiled from a cold cache (empty
 TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR, so every kernel is generated and built
-again); compiled again from the cache the cold run left. Its JSON line has
-process_seconds, first_step_seconds, ms_per_step and val_loss for each (``runs``).
+again), compiled again from the cache the cold run left, and eager; then the fused kernels,
+eager. Its JSON line has process_seconds, first_step_seconds, ms_per_step and val_loss for
+each (``runs``).
 
 Speed-ups tried. The 2 cores were shared with two other jobs (load average 4-6), so wall
 times swung by 2-10x; figures are CPU ms per step (time.process_time, one thread, best of
@@ -40,12 +49,12 @@ times swung by 2-10x; figures are CPU ms per step (time.process_time, one thread
   `pick_threads` times real steps with each count every 250 steps, keeps the faster.
   It times them in turns, best of two: a single timing once chose 2 threads during a
   burst of load, and those 250 steps took 630 s.
-- torch.compile, kept (--compile off to skip): 59 instead of 86 ms (-31%). It fuses the
-  elementwise ops of the teaching LayerNorm and tanh-GELU, about 40% of an eager step. The
-  first compile took 55 s wall, 3-15 s from the warm cache in /tmp/torchinductor_$USER.
-  Whole runs under load (beta2 0.99): 319 s compiled, cold, against 421 s eager; both
-  reached val loss 1.8826.
-- Regional compilation (--compile blocks, the default) instead of the whole model
+- torch.compile (--compile blocks; the default until the fused kernels below): 59
+  instead of 86 ms (-31%). It fuses the elementwise ops of the teaching LayerNorm and
+  tanh-GELU, about 40% of an eager step. The first compile took 55 s wall, 3-15 s from the
+  warm cache in /tmp/torchinductor_$USER. Whole runs under load (beta2 0.99): 319 s
+  compiled, cold, against 421 s eager; both reached val loss 1.8826.
+- Regional compilation (--compile blocks, when compiling) instead of the whole model
   (--compile model, what ``TrainConfig(compile=True)`` does): every Block runs the same
   code on same-shaped tensors, and since PyTorch 2.5 a compiled module's parameters are
   graph inputs, so the first block's graph (forward and backward) is reused by the other
@@ -67,12 +76,19 @@ times swung by 2-10x; figures are CPU ms per step (time.process_time, one thread
 - torch.set_float32_matmul_precision("medium"), bf16 inside oneDNN's float32 matmuls on
   this AMX CPU: 128 against 82 ms, slower at these small sizes; not kept.
 - Deterministic algorithms (seed_everything) on or off: 80.0 against 80.3 ms; left on.
+- PyTorch's fused LayerNorm and GELU, eager (--kernels native), the default since
+  2026-12-02: torch.compile's gain here was fusing those two, and PyTorch's own kernels
+  give it without compiling anything. Measured with --compare on the Intel machine below
+  (nearly idle): 53.4 s for the whole process at 24.1 ms per step, against 76.0 s compiled
+  from a cold cache (first step 12.9 s), 58.4 s warm and 73.0 s eager with the book's
+  kernels; val loss 1.8663 in all four, the same to four decimals.
 
 The same script on another machine of this kind (2 cores of an Intel Xeon with AVX-512 and
 AMX; a 1024 x 1024 float32 matmul at 350 GFLOP/s, against 84-109 on the AMD EPYC above),
 --compare, nearly idle, 2026-12-02: cold 83.3 s (first step 17.9 s), warm 60.4 s (1.7 s),
 eager 76.4 s, at 38.1 / 26.7 / 35.1 ms per step; val loss 1.8663 in all three. Cold misses
-the 65 s target by what compiling costs: the warm run is under it. Inductor's compile
+the 65 s target by what compiling costs (the warm run is under it); the fused kernels,
+eager, meet it without compiling (above). Inductor's compile
 workers (TORCHINDUCTOR_COMPILE_THREADS, 100 steps, a new cache each time): the first step
 took 13.4 s with the default, 13.6 s with 2 and 16.2 s with 1, so the default is kept.
 """
@@ -90,7 +106,10 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 
 import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
+from lmlib.attention import GELUMLP, LayerNorm  # noqa: E402
 from lmlib.batches import estimate_loss  # noqa: E402
 from lmlib.data import load_tiny_shakespeare  # noqa: E402
 from lmlib.model import GPT, GPTConfig, count_parameters  # noqa: E402
@@ -100,6 +119,43 @@ from lmlib.train import TrainConfig, Trainer  # noqa: E402
 
 TARGET_VAL_LOSS = 1.90
 COMPILE_CHOICES = ("blocks", "model", "off")
+KERNEL_CHOICES = ("lmlib", "native")
+
+
+class NativeGELUMLP(GELUMLP):
+    """`lmlib.attention.GELUMLP` with PyTorch's fused tanh-GELU kernel for its formula."""
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+def native_kernels(model: GPT) -> GPT:
+    """Swap, in place, the book's LayerNorm and GELU (written op by op, for teaching) for
+    PyTorch's fused kernels of the same functions: nn.LayerNorm, F.gelu(approximate="tanh").
+
+    The weights stay the same tensors' values; the logits must agree to float32 rounding on
+    one batch (drawn from a generator of its own, so training's random numbers are as before).
+    """
+    rows = torch.Generator().manual_seed(0)
+    idx = torch.randint(model.config.vocab_size, (2, model.config.block_size), generator=rows)
+    with torch.no_grad():
+        before = model(idx).logits
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, LayerNorm):
+                fused = nn.LayerNorm(child.weight.numel(), eps=child.eps,
+                                     bias=child.bias is not None)  # fmt: skip
+                fused.load_state_dict(child.state_dict())
+                setattr(module, name, fused)
+            elif type(child) is GELUMLP:
+                child.__class__ = NativeGELUMLP  # same parameters, the fused activation
+    with torch.no_grad():
+        after = model(idx).logits
+    if not torch.allclose(before, after, rtol=1e-4, atol=1e-5):
+        gap = (before - after).abs().max()
+        raise RuntimeError(f"the fused kernels changed the logits by {gap:.2e}: not the same "
+                           "function")  # fmt: skip
+    return model
 
 
 def compiled_graphs() -> int:
@@ -111,15 +167,21 @@ def compiled_graphs() -> int:
 
 def compare(argv: list[str]) -> None:
     """Run this script as fresh processes: compiled cold, compiled warm, eager; time each."""
-    argv = [a for a in argv if a != "--compare" and not a.startswith("--compile")]
-    argv = [a for a in argv if a != "--no-compile"]
+    argv = [a for a in argv if a != "--compare" and not a.startswith(("--compile", "--kernels"))]
+    argv = [a for a in argv if a not in ("--no-compile", *COMPILE_CHOICES, *KERNEL_CHOICES)]
     cache = tempfile.mkdtemp(prefix="train_char_gpt_cache_")
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"),
                TRITON_CACHE_DIR=os.path.join(cache, "triton"))  # fmt: skip
     runs = {}
-    for name, compile_mode in (("cold", "blocks"), ("warm", "blocks"), ("eager", "off")):
+    for name, compile_mode, kernels in (
+        ("cold", "blocks", "lmlib"),
+        ("warm", "blocks", "lmlib"),
+        ("eager", "off", "lmlib"),
+        ("native", "off", "native"),
+    ):
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--compile", compile_mode, *argv],
+        out = subprocess.run([sys.executable, __file__, "--compile", compile_mode,
+                              "--kernels", kernels, *argv],
                              env=env, capture_output=True, text=True)  # fmt: skip
         wall = time.perf_counter() - t0
         if out.returncode:
@@ -130,13 +192,14 @@ def compare(argv: list[str]) -> None:
                                                 "val_loss", "graphs_compiled", "torch_threads",
                                                 "load_average")}}  # fmt: skip
         print(
-            f"{name:5s} ({compile_mode:6s}): process {wall:6.1f} s, first step "
+            f"{name:6s} ({compile_mode:6s}, {kernels:6s}): process {wall:6.1f} s, first step "
             f"{result['first_step_seconds']:5.1f} s, {result['ms_per_step']:5.1f} ms/step, "
             f"val loss {result['val_loss']:.4f}, load {result['load_average']}",
             flush=True,
         )
     shutil.rmtree(cache, ignore_errors=True)
-    print(json.dumps({"runs": runs, "compile": "blocks", "torch": torch.__version__}))
+    print(json.dumps({"runs": runs, "compile": "blocks", "kernels": "lmlib (native: fused)",
+                      "torch": torch.__version__}))  # fmt: skip
 
 
 def cpu_count() -> int:
@@ -179,16 +242,24 @@ def main():
     p.add_argument(
         "--compile",
         choices=COMPILE_CHOICES,
-        default="blocks",
+        default="off",
         help="torch.compile each Block, reusing one graph (blocks), the whole model (model), "
         "or nothing (off); needs a C++ compiler on CPU",
     )
     p.add_argument("--no-compile", dest="compile", action="store_const", const="off")
+    p.add_argument(
+        "--kernels",
+        choices=KERNEL_CHOICES,
+        default="native",
+        help="the book's LayerNorm and GELU as written (lmlib), or PyTorch's fused kernels "
+        "of the same functions (native)",
+    )
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument(
         "--compare",
         action="store_true",
-        help="run eager, compiled from a cold cache and compiled warm, as fresh processes",
+        help="run compiled from a cold cache, compiled warm, eager, and eager with PyTorch's "
+        "fused kernels, as fresh processes",
     )
     args = p.parse_args()
     if args.compare:
@@ -234,6 +305,8 @@ def main():
         compile=args.compile == "model",  # the Trainer's torch.compile of the whole model
         progress=False,
     )
+    if args.kernels == "native":
+        native_kernels(model)
     if args.compile == "blocks":
         for block in model.transformer.h:
             block.compile(dynamic=False)  # in place; the blocks share one compiled graph
@@ -296,6 +369,7 @@ def main():
         "torch_threads": threads_used,  # per block of steps
         "device": str(device),
         "compile": args.compile,
+        "kernels": args.kernels,
         "graphs_compiled": compiled_graphs(),
         "process_seconds": round(time.time() - START, 2),  # imports and all
         "load_average": [round(x, 2) for x in os.getloadavg()],
