@@ -49,6 +49,8 @@
 - `lmlib.chat`: a multi-turn chat loop within the context window, streamed (Chapter 6)
 - `lmlib.sandbox`: running generated code against unit tests with limits (Chapter 6)
 - `lmlib.quantization`: weights as small integers, and the memory that saves (Chapter 7)
+- `lmlib.speculative`: speculative decoding, a 4-bit draft of the model guessing ahead and
+  the model checking its guesses: greedy decoding's tokens, faster (Chapter 7)
 - `lmlib.memorization`: does a model reproduce its training data word for word? (Chapter 7)
 - `lmlib.scaling`: compute-optimal model sizes, Chinchilla's rule of thumb (Chapter 7)
 """
