@@ -187,7 +187,7 @@ class PackedLinear(nn.Module):
     the saving. Either way the input is rounded to bfloat16 and the output comes back in
     the input's dtype. At batch 1 a
     decoder's step reads every weight once for one token, so reading 4-bit instead of
-    32-bit weights makes the matmuls several times faster (Section 5.2 measures it).
+    32-bit weights makes the matmuls several times faster (Chapter 7 measures it).
 
     >>> layer = PackedLinear(nn.Linear(64, 16), bits=4, group_size=32)
     >>> layer
@@ -229,6 +229,9 @@ class PackedLinear(nn.Module):
         if x.size(-1) != self.in_features:
             raise ValueError(f"input must end in {self.in_features} features, got "
                              f"{tuple(x.shape)}")  # fmt: skip
+        if self.packed and x.device.type != "cpu":
+            raise ValueError(f"this layer holds packed CPU weights, got input on {x.device}: "
+                             f"build it from a layer on that device instead")  # fmt: skip
         h = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (N, in)
         if not self.packed:
             y = F.linear(h, self.weight)
