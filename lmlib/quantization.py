@@ -130,7 +130,7 @@ def quantize_minmax(w: torch.Tensor, bits: int = 4, group_size: int = 32):
     low, each (out, G), with ``w ≈ low + scale * q`` and q in [0, 2**bits - 1].
 
     A group's smallest weight maps to 0 and its largest to 2**bits - 1, so every level
-    falls inside the group's range; symmetric `quantize` spans [-max |w|, max |w|] and
+    falls inside the group's range; symmetric `quantize` spans [-max abs(w), max abs(w)] and
     wastes levels when a group is not centred on 0 (at 4 bits it also has 15 levels, not
     16). With bits=4 and group_size=32 this is GGUF's Q4_1: SmolLM2's file stores most of
     its weights so, and quantizing those weights again recovers them.
