@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from lmlib.finetune import replace_modules
+from lmlib.finetune import name_ends_with, replace_modules
 from lmlib.generate import GenerationConfig, check_prompt, token_id_list
 from lmlib.kvcache import KVCache
 from lmlib.quantization import PackedLinear
@@ -72,14 +72,14 @@ def low_bit_draft(model: nn.Module, bits: int = 4, group_size: int = 32,
         raise TypeError(f"model must be lmlib's GPT or Llama, got {type(model).__name__}")
     draft = copy.deepcopy(model).eval()
 
+    def is_head(name, module):
+        return isinstance(module, nn.Linear) and name_ends_with(name, ("lm_head",))
+
     def is_linear(name, module):
         return isinstance(module, nn.Linear)
 
-    def make(linear):
-        head = linear.out_features == model.config.vocab_size
-        return PackedLinear(linear, head_bits if head else bits, group_size)
-
-    replace_modules(draft, is_linear, make)
+    replace_modules(draft, is_head, lambda linear: PackedLinear(linear, head_bits, group_size))
+    replace_modules(draft, is_linear, lambda linear: PackedLinear(linear, bits, group_size))
     return draft
 
 
