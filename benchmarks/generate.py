@@ -77,7 +77,7 @@ precision. Timed alone (one product, 2 threads): a batched product over the bloc
 22 ms. PyTorch's bfloat16 matrix-vector kernels on this CPU are slower than its float32
 ones, so halving the bytes does not pay without a kernel of one's own.
 
-Fewer bytes per weight, kept, through speculative decoding. PyTorch 2.6 and later carry
+Fewer bytes per weight, kept, through speculative decoding. PyTorch (2.13 here) carries
 weight-only CPU kernels that multiply bfloat16 inputs by packed 4-bit (grouped) and 8-bit
 (per-row) weights (``torch._weight_int4pack_mm_for_cpu``, ``torch._weight_int8pack_mm``).
 Timed alone on 2 AMD EPYC cores (AVX-512 with bfloat16), a 1-row product with a
@@ -89,9 +89,9 @@ How often the draft picks the model's token, each read with the greedy text so f
 the first 128 tokens of this prompt, 88% with a 4-bit output layer, 97% with an 8-bit one,
 100% with a float32 one (which costs 11-13 ms a token); over all 256, 98% with the 8-bit
 one, and 88% when the 4-bit groups are symmetric (`quantize`) instead of min-max
-(`quantize_minmax`). Guesses per pass over 128 tokens: 3 ran at
-1.67x plain decoding, 4 at 1.76x, 6 at 1.74x, 8 at 1.86x, 10 at 1.97x (one run each), all
-with the same tokens; the default is 8.
+(`quantize_minmax`). Guesses per pass over 128 tokens: 3 ran at 1.67x plain decoding,
+4 at 1.76x, 6 at 1.74x, 8 at 1.86x, 10 at 1.97x (one run each), all with the same
+tokens; the default is 8.
 
 Measured on 2 AMD EPYC cores (AVX-512 with bfloat16; a 1024 x 1024 float32 matmul at
 183 GFLOP/s), 2026-12-02, two threads, the defaults (load average 1.3-2.0): lmlib 15.3

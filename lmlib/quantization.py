@@ -157,7 +157,8 @@ def quantize_minmax(w: torch.Tensor, bits: int = 4, group_size: int = 32):
 
 
 def _packed_kernels_fit(w: torch.Tensor, bits: int, group_size: int) -> bool:
-    """Whether PyTorch's weight-only CPU kernels (2.6 and later) take this weight (out, in).
+    """Whether PyTorch's weight-only CPU kernels take this weight (out, in); they are private
+    ops (present in torch 2.13), looked up by name so that another version falls back.
 
     They need out % 16 == 0 and in % 32 == 0, and 4-bit groups of 32, 64, 128 or 256
     weights; measured with torch 2.13, the 8-bit kernel returned garbage for in = 40, or
@@ -183,9 +184,9 @@ class PackedLinear(nn.Module):
     - ``bits=8``: `quantize` with one scale per row; on a CPU, ``_weight_int8pack_mm``.
 
     Elsewhere (a GPU, an older PyTorch, a shape the kernels do not take) the weight is
-    stored de-quantized in bfloat16 and ``F.linear`` runs on it: the same numbers, without
-    the saving. Either way the input is rounded to bfloat16 and the output comes back in
-    the input's dtype. At batch 1 a
+    stored de-quantized in bfloat16 and ``F.linear`` runs on it: nearly the same numbers
+    (the kernels keep the scales in bfloat16), without the saving. Either way the input is
+    rounded to bfloat16 and the output comes back in the input's dtype. At batch 1 a
     decoder's step reads every weight once for one token, so reading 4-bit instead of
     32-bit weights makes the matmuls several times faster (Chapter 7 measures it).
 
