@@ -136,10 +136,11 @@ def activation_elements(shape: TransformerShape, batch_size: int, block_size: in
     keeping q, k, v, its output and one log-sum-exp per head, no dropout): for GPT-2,
     ``16 C + nh + 4`` per token and layer (the C terms are Korthikanti et al. 2022's
     34 s b h bytes in 16 bits, without their two dropout masks) and ``2 C + 2 + V`` on top.
-    ``impl="lmlib"`` counts what the book's GPT keeps, op by op (its LayerNorm and GELU are
-    written out for reading, so every intermediate is saved): ``32 C + nh + 2`` per token
-    and layer, plus the float causal mask, T x T per layer; ``4 C + 1 + V`` on top.
-    `measure_step` checks this count (tests/unit/test_memory.py).
+    ``impl="lmlib"`` counts what the book's GPT keeps. Its LayerNorm, GELU and attention are
+    PyTorch's fused kernels, so a token keeps the same numbers, but its attention is given
+    the causal mask as a float T x T tensor, which each layer keeps too: ``16 C + nh + 4``
+    per token and layer plus T x T, and ``2 C + 2 + V`` on top. `measure_step` checks this
+    count (tests/unit/test_memory.py).
 
     With ``checkpointing`` a layer keeps only its input (C per token) and the backward pass
     recomputes one layer at a time: the layer term is then C, and "top" gains one layer.
@@ -159,11 +160,10 @@ def activation_elements(shape: TransformerShape, batch_size: int, block_size: in
     if impl == "lmlib":
         if shape.family != "gpt":
             raise ValueError("impl='lmlib' is counted for the book's GPT only; use 'fused'")
-        layer = tokens * (32 * C + nh + 2) + block_size * block_size
-        top = tokens * (4 * C + 1 + V)
+        layer, top = _gpt_fused(tokens, C, H, nh, V)
+        layer += block_size * block_size  # the causal mask its attention is given
     elif impl == "fused" and shape.family == "gpt":
-        # norm inputs 2 C, qkv input C, qkv 3 C, attention output C, MLP input C, 2 H
-        layer, top = tokens * (8 * C + 2 * H + nh + 4), tokens * (2 * C + 2 + V)
+        layer, top = _gpt_fused(tokens, C, H, nh, V)
     elif impl == "fused":
         # norm inputs 2 C, q/k/v input C, q C, k and v 2 kv_dim, output C, MLP input C, 4 H
         layer = tokens * (6 * C + 2 * shape.kv_dim + 4 * H + nh + 2)
@@ -171,6 +171,15 @@ def activation_elements(shape: TransformerShape, batch_size: int, block_size: in
     else:
         raise ValueError(f"impl must be 'fused' or 'lmlib', got {impl!r}")
     return (tokens * C, top + layer) if checkpointing else (layer, top)
+
+
+def _gpt_fused(tokens: int, C: int, H: int, nh: int, V: int) -> tuple[int, int]:
+    """A GPT-2 batch through fused kernels: (per layer, top)."""
+    # per layer: the norms' inputs 2 C and their mean and 1/std 4, the qkv input C, q, k, v
+    # 3 C, attention's output C and one log-sum-exp per head, the MLP input C, GELU's input
+    # and output 2 H; on top: the last norm's input C, mean and 1/std 2, the output layer's
+    # input C and the logits V
+    return tokens * (8 * C + 2 * H + nh + 4), tokens * (2 * C + 2 + V)
 
 
 @dataclass

@@ -19,6 +19,8 @@ from lmlib.attention import (
     apply_rope,
     attend,
     causal_mask,
+    gelu_tanh,
+    layer_norm,
     rope_cache,
     scaled_dot_product_attention,
     sinusoidal_positions,
@@ -292,6 +294,16 @@ def test_layernorm_matches_torch(bias):
     assert (ours.bias is None) == (not bias)
     x = torch.randn(3, 5, 12) * 4 + 2
     torch.testing.assert_close(ours(x), ref(x), atol=ATOL, rtol=0)
+    # the formula written out op by op, which the module computes with the fused kernel
+    by_hand = layer_norm(x, ours.weight, ours.bias, ours.eps)
+    torch.testing.assert_close(by_hand, ref(x), atol=ATOL, rtol=0)
+    # and the same gradients, for the weights and the input
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    g = torch.randn(3, 5, 12)
+    (ours(xs[0]) * g).sum().backward()
+    (layer_norm(xs[1], ref.weight, ref.bias, ref.eps) * g).sum().backward()
+    torch.testing.assert_close(xs[0].grad, xs[1].grad, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, atol=1e-4, rtol=0)
 
 
 def test_rmsnorm_matches_formula_and_llama():
@@ -314,6 +326,11 @@ def test_gelu_mlp_matches_torch_gelu_tanh():
     x = torch.randn(2, 5, 16)
     ref = mlp.c_proj(F.gelu(mlp.c_fc(x), approximate="tanh"))
     torch.testing.assert_close(mlp(x), ref, atol=ATOL, rtol=0)
+    # the formula written out, which the module computes with PyTorch's fused kernel
+    torch.testing.assert_close(mlp(x), mlp.c_proj(gelu_tanh(mlp.c_fc(x))), atol=ATOL, rtol=0)
+    z = torch.linspace(-8, 8, 1001)
+    torch.testing.assert_close(gelu_tanh(z), F.gelu(z, approximate="tanh"), atol=ATOL, rtol=0)
+    assert abs(gelu_tanh(z) - F.gelu(z)).max() > 1e-4  # and it is not the exact (erf) GELU
 
 
 def test_swiglu_matches_llama_mlp():
