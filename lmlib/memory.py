@@ -137,8 +137,8 @@ def activation_elements(shape: TransformerShape, batch_size: int, block_size: in
     ``16 C + nh + 4`` per token and layer (the C terms are Korthikanti et al. 2022's
     34 s b h bytes in 16 bits, without their two dropout masks) and ``2 C + 2 + V`` on top.
     ``impl="lmlib"`` counts what the book's GPT keeps. Its LayerNorm, GELU and attention are
-    PyTorch's fused kernels, so a token keeps the same numbers, but its attention is given
-    the causal mask as a float T x T tensor, which each layer keeps too: ``16 C + nh + 4``
+    PyTorch's fused kernels, so a token keeps the same numbers; but its attention is given
+    the causal mask, which each layer keeps too (as a float T x T tensor): ``16 C + nh + 4``
     per token and layer plus T x T, and ``2 C + 2 + V`` on top. `measure_step` checks this
     count (tests/unit/test_memory.py).
 
