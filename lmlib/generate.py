@@ -8,9 +8,10 @@ Read top to bottom, each piece adds one idea:
   row's next token goes in the same column.
 - `stream`: the decoding loop. The prompt goes through the model once and fills a
   `lmlib.kvcache.KVCache`; after that each step feeds only the newest token. In a batch,
-  a prompt repeated in several rows runs once, and rows that finished leave the batch. A
-  sliding window lets the text grow past the model's context. `generate` collects what `stream`
-  yields, `generate_text` works on strings through a tokenizer.
+  a prompt repeated in several rows runs once, prompts of very different lengths are not
+  all padded to the longest (`lmlib.kvcache.prefill`), and rows that finished leave the
+  batch. A sliding window lets the text grow past the model's context. `generate` collects
+  what `stream` yields, `generate_text` works on strings through a tokenizer.
 - `time_generation`: seconds to generate n tokens, with or without the cache.
 
 What happens to one step's logits (temperature, top-k, top-p, min-p, the repetition
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from lmlib.inputs import check_token_ids
-from lmlib.kvcache import KVCache
+from lmlib.kvcache import prefill
 from lmlib.runtime import check_int
 from lmlib.sampling import LogitsProcessor, apply_repetition_penalty, sample
 
@@ -271,10 +272,11 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
     use_cache = cfg.use_cache and T <= window
     cache_len = min(T + cfg.max_new_tokens, window)
     cache = None
-    # With the cache, a batch wastes work in two ways, and both are skipped. The same prompt
-    # repeated in several rows (several samples of one prompt) runs once, and its keys and
-    # values are copied into each row. Rows that finished leave the batch: the model runs on
-    # the `running` rows only, and the others get a certain pad token, so sampling draws the
+    # With the cache, a batch wastes work in three ways, and all are skipped. The prompt's
+    # pass (`lmlib.kvcache.prefill`) runs a prompt repeated in several rows (several samples
+    # of one prompt) once, and prompts of very different lengths in groups, each padded only
+    # to its own longest. Rows that finished leave the batch: the model runs on the
+    # `running` rows only, and the others get a certain pad token, so sampling draws the
     # same random numbers for every row as before.
     # (A model whose rows carry more than their tokens says so: `lmlib.seq2seq.SourceDecoder`.)
     shrink = not getattr(model, "fixed_batch", False)
@@ -291,7 +293,7 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
         if seq.size(1) > window:
             cache, use_cache, running = None, False, None  # the window slides from here on
         if use_cache and step == 0:
-            logits, cache = _prefill(model, idx, attention_mask, cache_len, shrink)
+            logits, cache = prefill(model, idx, attention_mask, cache_len, shrink=shrink)
         elif use_cache:
             rows = slice(None) if running is None else running
             out = model(
@@ -340,27 +342,6 @@ def stream(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
             ):
                 cache.reorder(alive if running is None else torch.searchsorted(running, alive))
                 running = alive
-
-
-def _prefill(model, idx, attention_mask, cache_len, shrink=True):
-    """The prompt's pass: each distinct row of idx (B, T) runs once and fills a new cache of
-    cache_len positions, which is then copied out to every row (``shrink``; else every row
-    runs). Returns the logits (B, V) for each row's next token, and the cache."""
-    key = idx if attention_mask is None else torch.cat([idx, attention_mask.long()], dim=1)
-    distinct, row_of = torch.unique(key, dim=0, return_inverse=True)  # (U, ..), (B,)
-    if len(distinct) == len(idx) or not shrink:
-        first, row_of = torch.arange(len(idx), device=idx.device), None  # nothing repeats
-    else:  # one row per distinct prompt: where it first occurs
-        order = torch.arange(len(idx), device=idx.device)
-        first = torch.full((len(distinct),), len(idx), device=idx.device)
-        first = first.scatter_reduce(0, row_of, order, reduce="amin")  # (U,)
-    cache = KVCache.for_model(model, len(first), cache_len)
-    mask = None if attention_mask is None else attention_mask[first]
-    logits = model(idx[first], cache=cache, attention_mask=mask, last_only=True).logits[:, -1]
-    if row_of is not None:
-        cache.reorder(row_of)  # (U, ..) -> (B, ..): each row gets its prompt's keys and values
-        logits = logits[row_of]
-    return logits.float(), cache
 
 
 def generate(model, idx: torch.Tensor, config: GenerationConfig | None = None, *,
