@@ -109,13 +109,12 @@ def llama_from_hf(hf_model_or_state_dict, hf_config=None) -> Llama:
     Our module names are shorter than Hugging Face's; the renames above map them.
     """
     sd, hf_config = _state_dict_and_config(hf_model_or_state_dict, hf_config)
-    model = Llama(llama_config_from_hf(hf_config))
+    config = llama_config_from_hf(hf_config)
     ours = {}
     for key, w in sd.items():
         for theirs, mine in _LLAMA_RENAMES:
             key = key.replace(theirs, mine)
         ours[key] = w
-    if model.config.tie_embeddings:
+    if config.tie_embeddings:
         ours.setdefault("lm_head.weight", ours["embed.weight"])  # often saved only once
-    model.load_state_dict(ours)  # strict: a missing or extra key is an error
-    return model
+    return Llama.from_weights(config, ours)  # strict: a missing or extra key is an error

@@ -6,6 +6,7 @@ need ``transformers`` (they skip one by one without it). One slow test repeats t
 comparison with SmolLM2-135M's real weights, including greedy generation.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -132,6 +133,31 @@ def test_llama_untied_head_is_counted_and_copied(llama_pair):
     assert counts["lm_head"] == V * C
     assert counts["total"] == sum(p.numel() for p in hf.parameters())
     assert ours.embed.weight.data_ptr() != hf.model.embed_tokens.weight.data_ptr()  # a copy
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_from_weights_equals_building_then_loading(tiny_llama_config, tie):
+    """No random weights drawn, yet the same model: weights (copies), the RoPE buffers
+    (not in the state dict), the tie between embedding and output layer, the logits."""
+    config = dataclasses.replace(tiny_llama_config, tie_embeddings=tie)
+    torch.manual_seed(0)
+    built = Llama(config).eval()
+    weights = built.state_dict()
+    state = torch.get_rng_state()
+    fast = Llama.from_weights(config, weights).eval()
+    assert torch.equal(torch.get_rng_state(), state)  # drew no random numbers
+    assert fast.state_dict().keys() == weights.keys()
+    for name, w in fast.state_dict().items():
+        assert torch.equal(w, weights[name]) and w.data_ptr() != weights[name].data_ptr()
+    for name, b in built.named_buffers():
+        assert torch.equal(dict(fast.named_buffers())[name], b)
+    assert (fast.lm_head.weight is fast.embed.weight) == tie
+    assert sum(p.numel() for p in fast.parameters()) == sum(p.numel() for p in built.parameters())
+    ids = random_ids()
+    assert torch.equal(fast(ids).logits, built(ids).logits)
+    del weights["norm.weight"]
+    with pytest.raises(RuntimeError, match="norm.weight"):
+        Llama.from_weights(config, weights)
 
 
 # --------------------------------------------------------------------------------------------
