@@ -266,6 +266,7 @@ def prefill(model: nn.Module, idx: torch.Tensor, attention_mask=None, max_len: i
 
     Two kinds of wasted work are skipped (``shrink``; a model whose rows carry more than
     their tokens passes False):
+
     - a prompt repeated in several rows (several samples of one prompt) runs once, and its
       keys and values are copied into each of its rows;
     - prompts of different lengths (left padding in ``attention_mask``, 0 = padding) run in
@@ -274,6 +275,7 @@ def prefill(model: nn.Module, idx: torch.Tensor, attention_mask=None, max_len: i
       put them. ``pass_cost`` is what a pass costs, in positions: by default
       `CPU_PASS_COST` on a CPU; elsewhere (a GPU computes padded positions in parallel for
       almost nothing) math.inf, one pass.
+
     Every row then sees exactly what it would in one padded pass: its own tokens at their
     positions (counted from its first real token), and padding that attention ignores.
     """
