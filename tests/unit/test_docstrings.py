@@ -8,15 +8,12 @@ end of a 30-minute `make test`. docutils finds the same problems here in a secon
 import importlib
 import inspect
 import io
-import pkgutil
 import re
 
 import docutils.core
 import pytest
 
-import lmlib
-
-MODULES = sorted(m.name for m in pkgutil.iter_modules(lmlib.__path__))
+from booktools import api_pages
 
 
 def rst_problems(doc: str) -> list[str]:
@@ -33,15 +30,15 @@ def rst_problems(doc: str) -> list[str]:
     ]
 
 
-def public_docstrings(module):
-    """(name, docstring) of the module, its public functions and classes, and their
-    public methods and properties."""
+def page_docstrings(module_name):
+    """(name, docstring) of what the module's API page shows: the module, its public
+    functions and classes (`booktools.api_pages.public_members`), and the classes' public
+    methods and properties."""
+    module = importlib.import_module(f"lmlib.{module_name}")
     yield module.__name__, module.__doc__
-    for name, obj in vars(module).items():
-        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
-            continue
-        if inspect.isfunction(obj) or inspect.isclass(obj):
-            yield f"{module.__name__}.{name}", obj.__doc__
+    for name in api_pages.public_members(module_name):
+        obj = getattr(module, name)
+        yield f"{module.__name__}.{name}", obj.__doc__
         if inspect.isclass(obj):
             for attr, member in vars(obj).items():
                 if not attr.startswith("_") and (
@@ -67,12 +64,11 @@ def test_the_check_finds_a_list_without_a_blank_line():
     assert rst_problems(fixed) == []
 
 
-@pytest.mark.parametrize("module_name", MODULES)
+@pytest.mark.parametrize("module_name", api_pages.modules())
 def test_docstrings_are_valid_rst(module_name):
-    module = importlib.import_module(f"lmlib.{module_name}")
     problems = {
         name: found
-        for name, doc in public_docstrings(module)
+        for name, doc in page_docstrings(module_name)
         if doc and (found := rst_problems(doc))
     }
     assert not problems, problems
