@@ -1,6 +1,8 @@
 """lmlib: the small teaching package behind the book. Modules follow the chapters:
 
 - `lmlib.runtime`: seeding and device choice (every chapter's first cell)
+- `lmlib.allocator`: memory a training step frees kept for its next step (Linux, glibc),
+  set when lmlib is imported
 - `lmlib.data`: the book's data sets, found offline or downloaded and checksum-verified
 - `lmlib.pretrained`: SmolLM2-135M-Instruct (also in lmlib's own Llama) and all-MiniLM-L6-v2,
   offline
@@ -55,6 +57,7 @@
 - `lmlib.scaling`: compute-optimal model sizes, Chinchilla's rule of thumb (Chapter 7)
 """
 
+from lmlib.allocator import keep_freed_memory
 from lmlib.runtime import (
     cache_root,
     environment_summary,
@@ -64,5 +67,7 @@ from lmlib.runtime import (
 )
 
 __version__ = "0.1.0"
+
+keep_freed_memory()  # what a step frees serves the next one: no page faults (lmlib.allocator)
 
 __all__ = ["cache_root", "environment_summary", "get_device", "in_colab", "seed_everything"]
