@@ -17,15 +17,18 @@ one JSON line.
     python benchmarks/allocator.py                      # all three, 3 runs each way
     python benchmarks/allocator.py --workloads finetune --repeats 5
 
-Measured on a 2-core AMD EPYC (Zen 4, glibc 2.36), 2 threads, 3 runs each way (6 minutes):
+Measured on a 2-core AMD EPYC virtual machine (Zen 4, glibc 2.36), 2 threads, 2 runs each
+way (3.5 minutes), with lmlib's thresholds (mmap 256 MiB, trim 1 GiB):
 
 | workload | glibc's defaults | kept | speed-up | peak memory |
 | --- | --- | --- | --- | --- |
-| finetune | 2,166 ms, 162,784 faults a step | 1,608 ms, 0 faults | 1.35x | 3,526 / 3,479 MB |
-| forward | 2,375 ms, 179,841 faults | 2,147 ms, 0 faults | 1.11x | 1,703 / 1,759 MB |
-| gpt | 50.8 ms, 314 faults | 53.4 ms, 0 faults | 0.95x (noise) | 364 / 364 MB |
+| finetune | 1,925 ms, 146,110 faults a step | 1,520 ms, 0 faults | 1.27x | 3,506 / 3,536 MB |
+| forward | 2,562 ms, 121,054 faults | 2,393 ms, 0 faults | 1.07x | 1,726 / 1,759 MB |
 
-The character GPT's tensors are small, so glibc already reuses them: nothing to gain there.
+An earlier run, 3 each way with both thresholds at 1 GiB, gave 1.35x and 1.11x, and 0.95x
+for ``gpt`` (50.8 against 53.4 ms, 314 faults a step against 0: noise). The character GPT's
+tensors are small, so glibc already reuses them: nothing to gain there. What a fault costs
+on a virtual machine varies with the host: the same glibc step took 1.5-2.4 s in one day.
 """
 
 import argparse

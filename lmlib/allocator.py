@@ -14,16 +14,25 @@ Either way the next step's block is new memory: the kernel maps and zeroes each 
 of it on first touch, one minor page fault per page. SmolLM2's 538 MB of gradients alone
 are 131,000 pages, faulted again in every step.
 
-`keep_freed_memory` raises both thresholds to 1 GiB, so that blocks up to that size come
-from the heap and go back to it: what one step frees, the next step reuses. ``import
-lmlib`` calls it once. ``benchmarks/allocator.py`` measures what it buys; on a 2-core AMD
-EPYC, for one SmolLM2 fine-tuning step (batch 4 x 48, AdamW, 2 threads), about 200,000 page
-faults a step and 2.0-2.1 s became none and 1.4-1.6 s, with the same peak memory.
+`keep_freed_memory` raises the mmap threshold to 256 MiB and the trim threshold to 1 GiB,
+so that blocks up to 256 MiB come from the heap and go back to it, and up to 1 GiB of free
+heap is kept: what one step frees, the next step reuses. ``import lmlib`` calls it once.
+The sizes fit the book's largest model: SmolLM2's largest block in a training step is the
+gradient of its embedding (49,152 x 576 floats, 113 MB), and a step frees all 538 MB of its
+gradients at once. Larger blocks, such as the logits of a long batch of prompts, keep a
+mapping of their own: kept in the heap, blocks of many sizes would leave holes that only a
+block as large could reuse (1 GiB for both thresholds raised Section 6.2's peak memory from
+2.4 to 3.5 GB; 256 MiB from 2.4 to 2.6 GB).
+
+``benchmarks/allocator.py`` measures what it buys. On a 2-core AMD EPYC virtual machine,
+one SmolLM2 fine-tuning step (batch 4 x 48, AdamW, 2 threads) faulted 135,000-205,000
+pages. What those faults cost varied from hour to hour: 1.5-2.4 s a step with them,
+1.2-1.6 s without them, with the same peak memory (3.5-3.6 GB).
 
 The price: memory the process has freed stays with it, for its next use, until it exits (a
-block over 1 GiB still goes back at once). The peak does not grow, since the peak is what
-the process held at once anyway. It changes nothing where it does not apply or where the
-reader has chosen otherwise:
+block over 256 MiB still goes back at once), and holes between kept blocks can raise the
+peak a little. It changes nothing where it does not apply or where the reader has chosen
+otherwise:
 
 - only on Linux with glibc (not macOS, Windows, or Alpine's musl);
 - not when the environment already tunes ``malloc`` (``MALLOC_MMAP_THRESHOLD_``,
@@ -31,8 +40,8 @@ reader has chosen otherwise:
   ``glibc.malloc`` tunable in ``GLIBC_TUNABLES``);
 - not when ``LMLIB_KEEP_FREED_MEMORY=0``.
 
->>> KEEP_LIMIT // 2**20  # MiB: blocks up to this size are kept
-1024
+>>> MMAP_THRESHOLD // 2**20, TRIM_THRESHOLD // 2**20  # MiB
+(256, 1024)
 """
 
 from __future__ import annotations
@@ -45,7 +54,8 @@ import sys
 from lmlib.runtime import check_int
 
 KEEP_ENV = "LMLIB_KEEP_FREED_MEMORY"  # "0" leaves malloc as it is
-KEEP_LIMIT = 1 << 30  # bytes: blocks up to 1 GiB are kept for reuse
+MMAP_THRESHOLD = 256 << 20  # bytes: blocks up to this size come from the heap and go back
+TRIM_THRESHOLD = 1 << 30  # bytes: free heap up to this size is kept for the next step
 # glibc's environment variables for the same settings: a reader who set one has chosen
 MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
               "MALLOC_MMAP_MAX_")  # fmt: skip
@@ -68,19 +78,21 @@ def why_not_kept() -> str | None:
     return None
 
 
-def keep_freed_memory(limit: int = KEEP_LIMIT) -> bool:
-    """Raise glibc's mmap and trim thresholds to ``limit`` bytes; True if they were set.
+def keep_freed_memory(mmap_threshold: int = MMAP_THRESHOLD,
+                      trim_threshold: int = TRIM_THRESHOLD) -> bool:  # fmt: skip
+    """Set glibc's mmap and trim thresholds (bytes); True if both were set.
 
-    Where `why_not_kept` gives a reason, it returns False and changes nothing.
-    ``limit`` is a C ``int`` for ``mallopt``: at most 2**31 - 1.
+    Where `why_not_kept` gives a reason, it returns False and changes nothing. Both are
+    C ``int`` values for ``mallopt``: at most 2**31 - 1.
     """
-    check_int(limit, "limit", low=0, high=2**31 - 1)
+    check_int(mmap_threshold, "mmap_threshold", low=0, high=2**31 - 1)
+    check_int(trim_threshold, "trim_threshold", low=0, high=2**31 - 1)
     if why_not_kept() is not None:
         return False
     mallopt = ctypes.CDLL(None).mallopt  # glibc's, already in the process
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     # mallopt returns 1 on success and 0 for a value it refuses (a glibc may cap the mmap
-    # threshold: its manual gives 32 MiB, though glibc 2.36 takes 1 GiB)
-    trim = mallopt(M_TRIM_THRESHOLD, limit)
-    return bool(mallopt(M_MMAP_THRESHOLD, limit)) and bool(trim)
+    # threshold: its manual gives 32 MiB, though glibc 2.36 takes more)
+    trim = mallopt(M_TRIM_THRESHOLD, trim_threshold)
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(trim)

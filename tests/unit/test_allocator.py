@@ -117,14 +117,22 @@ def test_keep_freed_memory_sets_both_thresholds(monkeypatch):
 
     libc = types.SimpleNamespace(mallopt=mallopt)
     monkeypatch.setattr(allocator.ctypes, "CDLL", lambda *a: libc)
-    assert keep_freed_memory(1 << 20) is True
+    assert keep_freed_memory() is True
+    assert sorted(calls) == [(allocator.M_MMAP_THRESHOLD, allocator.MMAP_THRESHOLD),
+                             (allocator.M_TRIM_THRESHOLD, allocator.TRIM_THRESHOLD)]  # fmt: skip
+    assert allocator.MMAP_THRESHOLD > 49152 * 576 * 4  # SmolLM2's embedding gradient
+    calls.clear()
+    assert keep_freed_memory(1 << 20, 1 << 21) is True
     assert sorted(calls) == [(allocator.M_MMAP_THRESHOLD, 1 << 20),
-                             (allocator.M_TRIM_THRESHOLD, 1 << 20)]  # fmt: skip
+                             (allocator.M_TRIM_THRESHOLD, 1 << 21)]  # fmt: skip
 
 
 @pytest.mark.parametrize("limit, error", [(-1, ValueError), (2**31, ValueError),
                                           (1.5, TypeError), (True, TypeError)])  # fmt: skip
-def test_bad_limit_is_refused_before_anything_changes(monkeypatch, limit, error):
+def test_bad_threshold_is_refused_before_anything_changes(monkeypatch, limit, error):
     monkeypatch.setattr(allocator.ctypes, "CDLL", lambda *a: pytest.fail("mallopt called"))
-    with pytest.raises(error, match="limit must be an int in \\[0, 2147483647\\]"):
+    rule = "must be an int in \\[0, 2147483647\\]"
+    with pytest.raises(error, match=f"mmap_threshold {rule}"):
         keep_freed_memory(limit)
+    with pytest.raises(error, match=f"trim_threshold {rule}"):
+        keep_freed_memory(trim_threshold=limit)
