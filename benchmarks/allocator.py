@@ -11,8 +11,8 @@ A process times one workload, after warm-up steps:
   12 x 64 characters.
 
 For each it reports the median seconds per step, the median minor page faults per step and
-the peak resident memory (VmHWM), each the median over the runs, and the speed-up. Prints
-one JSON line.
+the peak resident memory (VmHWM, in MiB), each the median over the runs, and the speed-up.
+Prints one JSON line.
 
     python benchmarks/allocator.py                      # all three, 3 runs each way
     python benchmarks/allocator.py --workloads finetune --repeats 5
@@ -20,10 +20,10 @@ one JSON line.
 Measured on a 2-core AMD EPYC virtual machine (Zen 4, glibc 2.36), 2 threads, 2 runs each
 way (3.5 minutes), with lmlib's thresholds (mmap 256 MiB, trim 1 GiB):
 
-| workload | glibc's defaults | kept | speed-up | peak memory |
+| workload | glibc's defaults | kept | speed-up | peak memory (MiB) |
 | --- | --- | --- | --- | --- |
-| finetune | 1,925 ms, 146,110 faults a step | 1,520 ms, 0 faults | 1.27x | 3,506 / 3,536 MB |
-| forward | 2,562 ms, 121,054 faults | 2,393 ms, 0 faults | 1.07x | 1,726 / 1,759 MB |
+| finetune | 1,925 ms, 146,110 faults a step | 1,520 ms, 0 faults | 1.27x | 3,506 / 3,536 |
+| forward | 2,562 ms, 121,054 faults | 2,393 ms, 0 faults | 1.07x | 1,726 / 1,759 |
 
 An earlier run, 3 each way with both thresholds at 1 GiB, gave 1.35x and 1.11x, and 0.95x
 for ``gpt`` (50.8 against 53.4 ms, 314 faults a step against 0: noise). The character GPT's
@@ -83,7 +83,7 @@ for i in range(warmup + steps):
 peak = next(int(line.split()[1]) for line in open("/proc/self/status")
             if line.startswith("VmHWM"))
 print(json.dumps({"kept": why_not_kept() is None, "seconds": seconds, "minflt": minflt,
-                  "peak_mb": peak / 1024}))
+                  "peak_mib": peak / 1024}))
 """
 
 STEPS = {"finetune": 6, "forward": 6, "gpt": 100}
@@ -120,7 +120,7 @@ def main():
                 print(f"{workload:9s} {'kept' if keep else 'glibc':6s}"
                       f" {statistics.median(r['seconds']) * 1000:8.1f} ms/step"
                       f" {statistics.median(r['minflt']):9.0f} faults/step"
-                      f" peak {r['peak_mb']:7.0f} MB", flush=True)  # fmt: skip
+                      f" peak {r['peak_mib']:7.0f} MiB", flush=True)  # fmt: skip
 
         def summary(rs):
             return {
@@ -128,7 +128,7 @@ def main():
                     statistics.median(r["seconds"]) * 1000 for r in rs), 1),
                 "faults_per_step": round(statistics.median(
                     statistics.median(r["minflt"]) for r in rs)),
-                "peak_mb": round(statistics.median(r["peak_mb"] for r in rs)),
+                "peak_mib": round(statistics.median(r["peak_mib"] for r in rs)),
             }  # fmt: skip
 
         glibc, kept = summary(runs[False]), summary(runs[True])

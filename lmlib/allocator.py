@@ -22,12 +22,12 @@ gradient of its embedding (49,152 x 576 floats, 113 MB), and a step frees all 53
 gradients at once. Larger blocks, such as the logits of a long batch of prompts, keep a
 mapping of their own: kept in the heap, blocks of many sizes would leave holes that only a
 block as large could reuse (1 GiB for both thresholds raised Section 6.2's peak memory from
-2.4 to 3.5 GB; 256 MiB from 2.4 to 2.6 GB).
+2.25 to 3.30 GiB; 256 MiB from 2.25 to 2.51 GiB).
 
 ``benchmarks/allocator.py`` measures what it buys. On a 2-core AMD EPYC virtual machine,
 one SmolLM2 fine-tuning step (batch 4 x 48, AdamW, 2 threads) faulted 135,000-205,000
 pages. What those faults cost varied from hour to hour: 1.5-2.4 s a step with them,
-1.2-1.6 s without them, with the same peak memory (3.5-3.6 GB).
+1.2-1.6 s without them, with the same peak memory (3.4-3.5 GiB).
 
 The price: memory the process has freed stays with it, for its next use, until it exits (a
 block over 256 MiB still goes back at once), and holes between kept blocks can raise the
