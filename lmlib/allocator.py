@@ -93,6 +93,6 @@ def keep_freed_memory(mmap_threshold: int = MMAP_THRESHOLD,
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     # mallopt returns 1 on success and 0 for a value it refuses (a glibc may cap the mmap
-    # threshold: its manual gives 32 MiB, though glibc 2.36 takes more)
-    trim = mallopt(M_TRIM_THRESHOLD, trim_threshold)
-    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(trim)
+    # threshold: its manual gives 32 MiB, though glibc 2.36 takes more); both are tried
+    done = [mallopt(M_MMAP_THRESHOLD, mmap_threshold), mallopt(M_TRIM_THRESHOLD, trim_threshold)]
+    return all(done)
