@@ -171,8 +171,8 @@ class RunProfile:
     # Chapter 6 (Sections 6.1 and 6.3)
     sst2_test: int = 300  # SST-2 validation sentences scored (a seeded sample of the 872)
     max_shots: int = 4  # the most demonstrations in a few-shot prompt (0, 4, 8)
-    probe_train: int = 2000  # training sentences of the MiniLM sentiment probe
-    code_samples: int = 5  # samples per programming problem, for pass@k
+    probe_train: int = 1000  # training sentences of the MiniLM sentiment probe
+    code_samples: int = 4  # samples per programming problem, for pass@k
     # Chapter 7
     ppl_tokens: int = 512  # held-out tokens scored for each number format's perplexity
 

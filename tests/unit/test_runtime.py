@@ -98,13 +98,14 @@ def test_cpu_profile_keeps_the_numbers_the_chapters_had():
     CPU fine-tuning steps cut from 60 and 150, then from 30 and 60 to 25 and 40, then the
     encoder's to 25, so that Section 5.3 fits in three minutes; Chapter 6 scoring 400 SST-2
     sentences with up to 4 demonstrations on a CPU, cut to 300, and its probe from 4,000 to
-    2,000 sentences, so that Section 6.1 fits in three minutes; Chapter 7's perplexity of
-    each number format on 512 held-out tokens instead of 2,048; Section 5.1 training 600
-    and 500 steps on a CPU so that it fits in three minutes)."""
+    2,000, then 1,000 sentences, so that Section 6.1 fits in three minutes; Chapter 7's
+    perplexity of each number format on 512 held-out tokens instead of 2,048; Section 5.1
+    training 600 and 500 steps on a CPU so that it fits in three minutes; Section 6.3's
+    samples per problem cut from 5 to 4, so that the whole book fits in fifteen)."""
     chapters = {
         "cpu": dict(shakespeare_iters=600, tang_iters=500, tang_batch=16, d_model=128,
                     finetune_steps=25, encoder_steps=25, sst2_test=300, max_shots=4,
-                    probe_train=2000, code_samples=5, ppl_tokens=512),
+                    probe_train=1000, code_samples=4, ppl_tokens=512),
         "gpu": dict(shakespeare_iters=5000, tang_iters=5000, tang_batch=64, d_model=256,
                     finetune_steps=300, encoder_steps=600, sst2_test=872, max_shots=8,
                     probe_train=67349, code_samples=20, ppl_tokens=8192),
