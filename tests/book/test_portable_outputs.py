@@ -17,9 +17,9 @@ are left out to keep the suite's time. (One such error slipped through: Section 
 the LoRA merge's float32 difference in a compared cell, 5.7e-05 on an AMD EPYC and 4.6e-05
 on an Intel Xeon; that line now sits in an ignored cell.)
 
-The run (the `portable_run` fixture of conftest.py) starts in the background with this
-folder's first test and keeps one core busy while the folder's other tests go on: the folder
-took 284 s instead of 388 s on the AMD EPYC. It records no chapter time
+The run (the `portable_run` fixture of tests/conftest.py) starts in the background with
+this folder's first test and keeps one core busy while the folder's other tests go on: the
+folder took 284 s instead of 388 s on the AMD EPYC. It records no chapter time
 (`booktools.pytest_plugin`'s timer is switched off): it is not a measurement of this machine.
 """
 
@@ -42,7 +42,7 @@ def test_the_portable_setting_really_changes_the_kernels(portable_env):
 
 
 def test_compared_outputs_survive_portable_kernels_and_one_thread(portable_run):
-    """Waits for the run that started with this folder's first test (conftest.py)."""
+    """Waits for the run that started with this folder's first test (tests/conftest.py)."""
     returncode, out = portable_run.wait(timeout=1800)
     assert returncode == 0, (
         "a compared output changed with portable kernels and one thread: print the bound "

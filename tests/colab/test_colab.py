@@ -12,14 +12,13 @@ its extras and moves into the notebook's folder, and then the rest of the notebo
 - a notebook that raises is reported as failing, at the right cell;
 - outside "Colab" (no google.colab) the same setup cell does nothing.
 
-One environment serves the whole module: the first test gets it fresh, the later ones reuse
-it to stay within a few minutes (the CLI gives every notebook a fresh one).
+One environment serves the whole module: Chapter 3 gets it fresh, the later tests reuse it
+to stay within a few minutes (the CLI gives every notebook a fresh one). It is built, and
+Chapter 3 run in it, in the background from the start of tests/book (tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import nbformat
@@ -36,18 +35,21 @@ ASSIGNMENT = ROOT / "assignments" / "ch01_background" / "student" / "ch01_backgr
 
 
 @pytest.fixture(scope="module")
-def colab(tmp_path_factory):
-    """The simulated Colab (about 1.5 GB with the packages the notebooks install), removed
-    after the module by a background `rm` (deleting its many small files took 1.5-2.5 min
-    on the 2-core machine; the rest of the suite need not wait for it)."""
-    if shutil.which("git") is None:
+def colab(colab_run):
+    """The simulated Colab (about 1.5 GB with the packages the notebooks install), built in
+    the background with Chapter 3 run in it (tests/conftest.py); its files are deleted after
+    this module."""
+    if colab_run is None:
         pytest.skip("git is not installed: the setup cell clones the book with it")
-    work = tmp_path_factory.mktemp("colab")
-    try:
-        # one environment, no pristine copy: the first test gets it fresh, the others reuse it
-        yield colab_sim.make_runtime(work, keep_pristine=False)
-    finally:
-        subprocess.Popen(["rm", "-rf", str(work)], start_new_session=True)
+    runtime, _ = colab_run.get()
+    yield runtime
+    colab_run.remove()
+
+
+@pytest.fixture(scope="module")
+def chapter_result(colab_run, colab):
+    """How Chapter 3 fared, run first in the fresh environment."""
+    return colab_run.get()[1]
 
 
 @pytest.fixture
@@ -68,10 +70,11 @@ def printed(result, index: int) -> str:
     return "".join(o.get("text", "") for o in nb.cells[index].outputs).strip()
 
 
-def test_chapter_runs_end_to_end_with_only_colabs_packages(colab):
+def test_chapter_runs_end_to_end_with_only_colabs_packages(colab, chapter_result):
     pre = colab.preinstalled
     assert pre["torch"].startswith("2.13.0") and "lmlib" not in pre and "bertviz" not in pre
-    result = colab_sim.run_notebook(colab, CHAPTER, quiet=True)
+    result = chapter_result
+    assert result.notebook == CHAPTER
     assert result.ok, result.summary()
     code = [c for c in nbformat.read(CHAPTER, as_version=4).cells if c.cell_type == "code"]
     assert result.cells_run == len(code)
