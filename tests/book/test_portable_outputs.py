@@ -18,9 +18,10 @@ the LoRA merge's float32 difference in a compared cell, 5.7e-05 on an AMD EPYC a
 on an Intel Xeon; that line now sits in an ignored cell.)
 
 The run (the `portable_run` fixture of tests/conftest.py) starts in the background with
-this folder's first test and keeps one core busy while the folder's other tests go on: the
-folder took 284 s instead of 388 s on the AMD EPYC. It records no chapter time
-(`booktools.pytest_plugin`'s timer is switched off): it is not a measurement of this machine.
+this folder's first test and keeps one core busy while the folder's other tests go on (with
+the simulated Colab, also started then, tests/book and tests/colab took 409 s instead of
+622 s on the AMD EPYC). It records no chapter time (`booktools.pytest_plugin`'s timer is
+switched off): it is not a measurement of this machine.
 """
 
 from __future__ import annotations
