@@ -99,6 +99,7 @@ class ColabRun:
     run: BackgroundRun
     work: Path  # everything it writes (about 1.5 GB)
     _loaded: tuple | None = None
+    _removed: bool = False
 
     def get(self, timeout: float = 3600):
         """(booktools.colab_sim.Runtime, Chapter 3's Result), once the run has ended."""
@@ -112,8 +113,9 @@ class ColabRun:
         """Delete its files with a background `rm` (their many small files took 1.5-2.5 min
         to delete on the 2-core machine; the rest of the suite need not wait for it)."""
         self.run.stop()
-        if self.work.exists():
+        if not self._removed:  # once: after tests/colab, or at the end of the session
             subprocess.Popen(["rm", "-rf", str(self.work)], start_new_session=True)
+            self._removed = True
 
 
 @pytest.fixture(scope="session")
