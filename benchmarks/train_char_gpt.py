@@ -75,6 +75,16 @@ times swung by 2-10x; figures are CPU ms per step (time.process_time, one thread
   batch, 0.1% of a step; kept because it is also shorter.
 - torch.set_float32_matmul_precision("medium"), bf16 inside oneDNN's float32 matmuls on
   this AMX CPU: 128 against 82 ms, slower at these small sizes; not kept.
+- bfloat16 autocast (``TrainConfig(mixed_precision="bf16")``, weights and AdamW in
+  float32), on the AMD EPYC below, 2026-12-03, fused kernels, 2 threads: 2,000 steps at
+  58.5 ms a step against 57.8 in float32, val loss 1.8666 against 1.8663; not kept. A
+  bfloat16 matmul of this model's sizes runs 2-2.5x faster than a float32 one there (a
+  768 x 128 by 128 x 512 product: 344 against 176 GFLOP/s), and torch.profiler over 30
+  steps shows it: the matmuls took 12.3 ms a step instead of 29.3. But the CPU
+  flash-attention kernel's backward pass is about 3x slower in bfloat16 (15.0 against
+  5.2 ms a step), and the casts add 2-3 ms. Keeping attention in float32 under autocast
+  gave 40.8 against 46.3 ms a step (one timing of 50 steps), -12%: not enough to reach
+  the target, and it takes attention out of autocast by hand.
 - Deterministic algorithms (seed_everything) on or off: 80.0 against 80.3 ms; left on.
 - PyTorch's fused LayerNorm and GELU, eager (--kernels fused; called "native" before the
   book's GPT itself switched to them, and the op-by-op run "lmlib"), the default since
@@ -99,7 +109,12 @@ book's GPT itself switched to the fused kernels, --compare, load average 1.5-2.0
 139.7 s, at 64.8 / 47.7 / 64.7 ms per step; fused, eager (the default) 107.5 s at 48.1 ms
 per step. Val loss 1.8663 in all four. Here the fused kernels buy what compiling buys,
 without its first step, but this CPU's steps are about twice the Intel machine's, so no
-variant comes near 65 s: the steps alone take 96 s.
+variant comes near 65 s: the steps alone take 96 s. The matmuls set that floor. A step is
+3.6 GFLOP of them (6 x 786K weights in the blocks x 768 tokens); torch.profiler over 30
+float32 steps there, idle, 2026-12-03: aten::mm and aten::addmm 29.3 ms a step (about 125
+GFLOP/s; a 1024 x 1024 float32 product ran at 153-159 that day), the fused attention 7.8 ms,
+GELU and its gradient 7.7 ms, 46 ms in all. So 2,000 float32 steps cannot take less than
+about 59 s of matmuls on this CPU, before any other op, start-up or evaluation.
 """
 
 import time
