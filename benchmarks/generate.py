@@ -104,6 +104,15 @@ Measured on 2 AMD EPYC cores (AVX-512 with bfloat16; a 1024 x 1024 float32 matmu
 tokens/s, transformers 15.6 (0.98x), lmlib speculative 35.6 (2.28x transformers; 91% of
 248 guesses kept, 8.0 tokens per pass of the model), lmlib without the cache 3.4 (the
 cache is 4.5x faster); batch 8: 80.9 against 83.1 (0.97x); the same tokens throughout.
+Again there, 2026-12-03, idle but for this run (load average 0.85-2.08; the probe's 1024 x
+1024 float32 matmul at 124-159 GFLOP/s that day): lmlib 13.0 tokens/s, transformers 12.0
+(1.08x), speculative 24.8 (2.06x, 91% of guesses kept), without the cache 2.4 (the cache is
+5.3x faster); batch 8: 63.5 against 58.8 (1.08x); the same tokens throughout. The cache's
+speed-up is a ratio of two different limits, so it moves with the machine: decoding with
+the cache streams the weights once a token (memory), while without it every step
+recomputes the whole text (arithmetic: about 9.5 TFLOP over the 256 tokens, which ran at
+91-106 GFLOP/s in that day's two runs). Over four runs on this CPU it was 4.5x, 5.3x,
+4.9x (with another job beside part of it) and 5.3x.
 """
 
 import argparse
