@@ -109,12 +109,13 @@ book's GPT itself switched to the fused kernels, --compare, load average 1.5-2.0
 139.7 s, at 64.8 / 47.7 / 64.7 ms per step; fused, eager (the default) 107.5 s at 48.1 ms
 per step. Val loss 1.8663 in all four. Here the fused kernels buy what compiling buys,
 without its first step, but this CPU's steps are about twice the Intel machine's, so no
-variant comes near 65 s: the steps alone take 96 s. The matmuls set that floor. A step is
-3.6 GFLOP of them (6 x 786K weights in the blocks x 768 tokens); torch.profiler over 30
-float32 steps there, idle, 2026-12-03: aten::mm and aten::addmm 29.3 ms a step (about 125
-GFLOP/s; a 1024 x 1024 float32 product ran at 153-159 that day), the fused attention 7.8 ms,
-GELU and its gradient 7.7 ms, 46 ms in all. So 2,000 float32 steps cannot take less than
-about 59 s of matmuls on this CPU, before any other op, start-up or evaluation.
+variant comes near 65 s: the steps alone take 96 s. Half a step or more is matmuls, 3.6 GFLOP
+of them (6 x 786K weights in the blocks x 768 tokens). torch.profiler over 30 float32 steps
+there, idle, 2026-12-03: aten::mm and aten::addmm 29.3 ms a step (about 125 GFLOP/s; a
+1024 x 1024 float32 product ran at 124-159 that day), the fused attention 7.8 ms, GELU and
+its gradient 7.7 ms, of 58.5 ms a step under the profiler (46 ms without it). So 2,000
+float32 steps cannot take less than about 59 s of matmuls on this CPU, before any other op,
+start-up or evaluation.
 """
 
 import time
