@@ -1,8 +1,9 @@
 """How long loading SmolLM2-135M-Instruct takes: first time, from the cache, in-process.
 
-Each measurement runs in a fresh Python process, so "first" includes importing
-transformers and de-quantizing the GGUF file, "cached" loads the float32 copy that the
-first load saved, and "in_process" is a second call in the same process. Prints one JSON
+Each measurement runs in a fresh Python process. Both de-quantize the GGUF file
+(`lmlib.gguf`); "first" also converts the tokenizer from the file's metadata, "cached"
+loads the tokenizer the first load saved, and "in_process" is a second call in the same
+process. Prints one JSON
 line; `--keep-cache` reuses the normal cache instead of a fresh temporary one.
 
     python benchmarks/load_smollm2.py

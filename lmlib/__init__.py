@@ -4,6 +4,7 @@
 - `lmlib.allocator`: memory a training step frees kept for its next step (Linux, glibc),
   set when lmlib is imported
 - `lmlib.data`: the book's data sets, found offline or downloaded and checksum-verified
+- `lmlib.gguf`: GGUF, llama.cpp's model file, read and de-quantized by hand (Chapters 1, 7)
 - `lmlib.pretrained`: SmolLM2-135M-Instruct (also in lmlib's own Llama) and all-MiniLM-L6-v2,
   offline
 - `lmlib.history`: published milestones and model sizes, with sources (Chapter 1)

