@@ -116,6 +116,15 @@ there, idle, 2026-12-03: aten::mm and aten::addmm 29.3 ms a step (about 125 GFLO
 its gradient 7.7 ms, of 58.5 ms a step under the profiler (46 ms without it). So 2,000
 float32 steps cannot take less than about 59 s of matmuls on this CPU, before any other op,
 start-up or evaluation.
+
+A third kind of machine, 2 cores of an Intel Xeon at 2.8 GHz (Ice Lake: AVX-512, no AMX,
+no bfloat16; the probe at 174-211 GFLOP/s), --compare, load average 1.8-2.0 (its own
+runs), 2026-12-03: op by op compiled cold 175.7 s (first step 28.1 s), warm 125.5 s
+(2.7 s), eager 170.5 s, at 78.7 / 55.5 / 78.0 ms per step; fused, eager (the default)
+137.5 s at 61.3 ms per step; val loss 1.8663 in all four. Its probe lies between the AMD
+EPYC's and Sapphire Rapids', yet a step of this model takes longer than on the AMD EPYC:
+the products here are small (768 rows by 128 to 512 columns), and what a 1024 x 1024
+product measures does not carry over to them.
 """
 
 import time
