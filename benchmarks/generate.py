@@ -113,6 +113,15 @@ the cache streams the weights once a token (memory), while without it every step
 recomputes the whole text (arithmetic: about 9.5 TFLOP over the 256 tokens, which ran at
 91-106 GFLOP/s in that day's two runs). Over four runs on this CPU it was 4.5x, 5.3x,
 4.9x (with another job beside part of it) and 5.3x.
+
+On a third kind, 2 cores of an Intel Xeon at 2.8 GHz (Ice Lake: AVX-512 without bfloat16
+or AMX; the probe at 261 GFLOP/s just before), 2026-12-03, two threads, the defaults, load
+average 1.1-2.0: lmlib 24.5 tokens/s, transformers 22.0 (1.12x), speculative 25.0 (1.14x,
+91% of guesses kept, 8.0 tokens per pass), without the cache 3.8 (the cache is 6.4x
+faster); batch 8: 78.0 against 71.0 (1.10x); the same tokens throughout. Speculative
+decoding gains nothing here: the draft's packed 4-bit kernels take bfloat16 inputs, and
+this CPU has no bfloat16 arithmetic, so a pass of the draft costs about what a pass of the
+model does.
 """
 
 import argparse
