@@ -119,9 +119,10 @@ or AMX; the probe at 261 GFLOP/s just before), 2026-12-03, two threads, the defa
 average 1.1-2.0: lmlib 24.5 tokens/s, transformers 22.0 (1.12x), speculative 25.0 (1.14x,
 91% of guesses kept, 8.0 tokens per pass), without the cache 3.8 (the cache is 6.4x
 faster); batch 8: 78.0 against 71.0 (1.10x); the same tokens throughout. Speculative
-decoding gains nothing here: the draft's packed 4-bit kernels take bfloat16 inputs, and
-this CPU has no bfloat16 arithmetic, so a pass of the draft costs about what a pass of the
-model does.
+decoding gains nothing here. The draft's packed 4-bit kernels take bfloat16 inputs, and
+this CPU has no bfloat16 arithmetic; by these figures (8 draft steps and one pass of the
+model for 8 tokens, at plain decoding's speed) a draft step costs nearly what a step of the
+model does. The draft was not timed alone on this machine.
 """
 
 import argparse
