@@ -54,7 +54,8 @@ DEFAULT_ALIGNMENT = 32
 # ggml's tensor type number -> (name, weights a block, bytes a block)
 TENSOR_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
                 8: ("Q8_0", 32, 34), 30: ("BF16", 1, 2)}  # fmt: skip
-DECODED = tuple(name for name, _, _ in TENSOR_TYPES.values())
+_LAYOUT = {name: (block, nbytes) for name, block, nbytes in TENSOR_TYPES.values()}
+DECODED = tuple(_LAYOUT)
 
 # metadata value type number -> struct format (8 is a string, 9 an array)
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
@@ -220,8 +221,7 @@ def dequantize(raw: torch.Tensor, type: str, count: int) -> torch.Tensor:
         return raw.view(torch.float16 if type == "F16" else torch.bfloat16)[:count].float()
     if type not in ("Q8_0", "Q4_0", "Q4_1"):
         raise GGUFError(f"{type!r} is not a type this reader de-quantizes ({', '.join(DECODED)})")
-    block_bytes = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}[type]
-    blocks = raw.view(-1, block_bytes)  # (n, bytes)
+    blocks = raw.view(-1, _LAYOUT[type][1])  # (n, bytes)
     d = _halves(blocks, 0)
     if type == "Q8_0":
         w = blocks[:, 2:].contiguous().view(torch.int8).float().mul_(d)

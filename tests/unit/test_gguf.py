@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmlib.gguf import (
+    LLAMA_NAMES,
     GGUFError,
     dequantize,
     llama_config,
@@ -201,13 +202,7 @@ def llama_cpp_file(path, model, type):
     """``model`` as llama.cpp's converter writes it: its names, its row order for the query
     and key weights (the two halves of each head interleaved), and its metadata."""
     c = model.config
-    names = {v: k for k, v in {
-        "token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head",
-        "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-        "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-        "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-        "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
-    }.items()}  # fmt: skip
+    names = {hf: ours for ours, hf in LLAMA_NAMES.items()}
     tensors = {}
     for key, w in model.state_dict().items():
         if key == "lm_head.weight" and c.tie_word_embeddings:
