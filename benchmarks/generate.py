@@ -178,6 +178,8 @@ def main():
     p.add_argument("--batch", type=int, default=8, help="prompts in the batched runs (0: none)")
     p.add_argument("--draft-tokens", type=int, default=8,
                    help="speculative decoding: guesses per pass of the model")  # fmt: skip
+    p.add_argument("--lookup-ngram", type=int, default=3,
+                   help="prompt lookup: the longest n-gram matched (both libraries)")  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--uncached", action=argparse.BooleanOptionalAction, default=True,
@@ -207,30 +209,48 @@ def main():
         cfg = GenerationConfig(max_new_tokens=new, use_cache=use_cache)
         return generate(ours, idx, cfg, attention_mask=mask)
 
-    def run_hf(idx, mask=None, new=n):
+    def run_hf(idx, mask=None, new=n, **options):
         mask = torch.ones_like(idx) if mask is None else mask
         with torch.inference_mode():
             return hf.generate(idx, attention_mask=mask, max_new_tokens=new, do_sample=False,
-                               eos_token_id=[], pad_token_id=tok.pad_token_id)  # fmt: skip
+                               eos_token_id=[], pad_token_id=tok.pad_token_id,
+                               **options)  # fmt: skip
 
     def run_speculative(idx, new=n):
         return speculative_generate(ours, draft, idx, new, draft_tokens=args.draft_tokens)
 
+    def run_lookup(idx, new=n):  # prompt lookup alone, no draft model
+        return speculative_generate(ours, None, idx, new, draft_tokens=args.draft_tokens,
+                                    lookup_ngram=args.lookup_ngram)  # fmt: skip
+
+    def run_hf_lookup(idx, new=n):  # transformers' prompt lookup, the same k and n-gram
+        return run_hf(idx, new=new, prompt_lookup_num_tokens=args.draft_tokens,
+                      max_matching_ngram_size=args.lookup_ngram)  # fmt: skip
+
     # warm-up: first calls allocate, pick kernels
     run_lmlib(ids, new=8), run_hf(ids, new=8), run_speculative(ids, new=8)
+    run_lookup(ids, new=8), run_hf_lookup(ids, new=8)
     runs = {}
     t, outs = take_turns({"lmlib": lambda: run_lmlib(ids), "hf": lambda: run_hf(ids),
-                          "lmlib_speculative": lambda: run_speculative(ids)},
+                          "lmlib_speculative": lambda: run_speculative(ids),
+                          "lmlib_lookup": lambda: run_lookup(ids),
+                          "hf_lookup": lambda: run_hf_lookup(ids)},
                          args.repeats, runs)  # fmt: skip
-    spec = outs["lmlib_speculative"]
-    same = torch.equal(outs["lmlib"], outs["hf"]) and torch.equal(spec.tokens, outs["hf"])
-    ts = t["lmlib_speculative"]
+    spec, look = outs["lmlib_speculative"], outs["lmlib_lookup"]
+    every = (outs["lmlib"], spec.tokens, look.tokens, outs["hf_lookup"])
+    same = all(torch.equal(out, outs["hf"]) for out in every)
+    ts, tl, thl = t["lmlib_speculative"], t["lmlib_lookup"], t["hf_lookup"]
     print(f"batch 1, lmlib, KV cache: {t['lmlib']:7.2f} s  {n / t['lmlib']:6.1f} tokens/s  "
           f"(lmlib / transformers {t['hf'] / t['lmlib']:.2f}x)")  # fmt: skip
     print(f"batch 1, lmlib speculative: {ts:5.2f} s  {n / ts:6.1f} tokens/s  "
           f"(/ transformers {t['hf'] / ts:.2f}x; {spec.acceptance_rate:.0%} of "
           f"{spec.drafted} guesses kept, {spec.tokens_per_call:.1f} tokens per pass)")  # fmt: skip
+    print(f"batch 1, lmlib prompt lookup: {tl:5.2f} s  {n / tl:6.1f} tokens/s  "
+          f"(/ transformers {t['hf'] / tl:.2f}x, / its prompt lookup {thl / tl:.2f}x; "
+          f"{look.accepted} of {look.drafted} copied guesses kept, "
+          f"{look.tokens_per_call:.1f} tokens per pass)")  # fmt: skip
     print(f"batch 1, transformers:    {t['hf']:7.2f} s  {n / t['hf']:6.1f} tokens/s")
+    print(f"batch 1, transformers prompt lookup: {thl:5.2f} s  {n / thl:6.1f} tokens/s")
     result = {
         "lmlib_tokens_per_second": round(n / t["lmlib"], 2),
         "hf_tokens_per_second": round(n / t["hf"], 2),
@@ -240,6 +260,13 @@ def main():
         "draft_tokens": args.draft_tokens,
         "acceptance_rate": round(spec.acceptance_rate, 3),
         "tokens_per_model_call": round(spec.tokens_per_call, 2),
+        "lookup_tokens_per_second": round(n / tl, 2),
+        "lookup_ratio": round(t["hf"] / tl, 3),
+        "lookup_ngram": args.lookup_ngram,
+        "lookup_acceptance_rate": round(look.acceptance_rate, 3),
+        "lookup_tokens_per_model_call": round(look.tokens_per_call, 2),
+        "hf_lookup_tokens_per_second": round(n / thl, 2),
+        "lookup_vs_hf_lookup": round(thl / tl, 3),
     }
     if args.uncached:
         seconds, out_slow, load = timed(lambda: run_lmlib(ids, use_cache=False))

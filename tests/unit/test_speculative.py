@@ -1,5 +1,5 @@
-"""Speculative decoding (lmlib.speculative) and the packed low-bit layers it drafts with
-(lmlib.quantization.PackedLinear, quantize_minmax).
+"""Speculative decoding (lmlib.speculative), its prompt lookup, and the packed low-bit
+layers it drafts with (lmlib.quantization.PackedLinear, quantize_minmax).
 
 References: `lmlib.generate.generate` (greedy decoding, which speculative decoding must
 reproduce token for token, whatever the draft), the de-quantized weight in float32 for the
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from lmlib.generate import generate
 from lmlib.model import GPT, GPTConfig, Llama, LlamaConfig
 from lmlib.quantization import PackedLinear, quantize_minmax
-from lmlib.speculative import low_bit_draft, speculative_generate
+from lmlib.speculative import low_bit_draft, prompt_lookup, speculative_generate
 
 V = 13
 
@@ -96,6 +96,75 @@ def test_zero_new_tokens_returns_the_prompt():
     assert out.tokens.tolist() == [[3, 4]] and out.model_calls == 0
 
 
+# --------------------------------------------------------------------------------------------
+# Prompt lookup: guesses copied from the text
+
+
+def test_prompt_lookup_copies_what_followed_the_latest_match_of_the_longest_n_gram():
+    text = [1, 2, 3, 9, 7, 2, 3, 4, 5, 1, 2, 3]
+    # "1 2 3" occurred at 0 (then 9 7); "2 3" alone more recently (then 4 5): longest wins
+    assert prompt_lookup(text, 2, max_ngram=3) == [9, 7]
+    assert prompt_lookup(text, 2, max_ngram=2) == [4, 5]  # the latest "2 3"
+    assert prompt_lookup(text, 9, max_ngram=3) == [9, 7, 2, 3, 4, 5, 1, 2, 3]
+    # what followed "4 4" at 0 is the last 4, and the copy goes on from the guesses
+    assert prompt_lookup([4, 4, 4], 5) == [4, 4, 4, 4, 4]
+    assert prompt_lookup([5, 1, 2, 3, 1, 2], 4) == [3, 1, 2, 3]  # a loop of 3
+    assert prompt_lookup([1, 2, 1], 3) == [] and prompt_lookup([], 3) == []
+    assert prompt_lookup(text, 0) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.lists(st.integers(0, 3), max_size=40), n=st.integers(0, 6),
+       ngram=st.integers(2, 4))  # fmt: skip
+def test_prompt_lookup_guesses_continue_an_earlier_copy_of_the_texts_end(text, n, ngram):
+    guesses = prompt_lookup(text, n, max_ngram=ngram)
+    assert len(guesses) <= n
+    if guesses:  # an m-gram ending the text occurred at j, followed by the guesses (which
+        # may run on into themselves)
+        assert any(
+            text[j : j + m] == text[-m:]
+            and (text + guesses)[j + m : j + m + len(guesses)] == guesses
+            for m in range(2, ngram + 1)
+            for j in range(len(text) - m)
+        )
+    elif n:  # no m-gram ending the text, for any m from 2 to ngram, occurred before
+        sizes = range(2, min(ngram, len(text) - 1) + 1)
+        assert not any(text[j : j + m] == text[-m:] for m in sizes for j in range(len(text) - m))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    kind=st.sampled_from(["gpt", "llama"]),
+    with_draft=st.booleans(),
+    k=st.integers(1, 6),
+    ngram=st.integers(2, 4),
+    new=st.integers(0, 24),
+    motif=st.lists(st.integers(0, V - 1), min_size=1, max_size=4),
+)
+def test_prompt_lookup_gives_greedy_decodings_tokens(kind, with_draft, k, ngram, new, motif):
+    model = tiny(kind, 0)
+    draft = tiny(kind, 7) if with_draft else None
+    idx = torch.tensor([motif * 3])  # a prompt that repeats, so lookup finds matches
+    out = speculative_generate(model, draft, idx, new, draft_tokens=k, lookup_ngram=ngram)
+    assert torch.equal(out.tokens, generate(model, idx, max_new_tokens=new))
+    assert 0 <= out.looked_up_kept <= out.looked_up <= out.drafted
+    assert 0 <= out.accepted <= out.drafted
+    if not with_draft:
+        assert out.looked_up == out.drafted
+
+
+def test_prompt_lookup_on_a_looping_text_keeps_long_runs_of_copied_guesses():
+    model = tiny("llama", 0)
+    idx = torch.tensor([[1, 2]])
+    plain = generate(model, idx, max_new_tokens=40)
+    text = plain[0].tolist()
+    # the tiny model's greedy text falls into a loop, as SmolLM2's does
+    assert text[-6:] == text[-12:-6] or text[-4:] == text[-8:-4] or text[-2:] == text[-4:-2]
+    out = speculative_generate(model, None, idx, 40, draft_tokens=6, lookup_ngram=3)
+    assert torch.equal(out.tokens, plain)
+    assert out.looked_up_kept > 25 and out.model_calls < 15  # well under one pass a token
+
+
 @pytest.mark.parametrize(
     "call, error, words",
     [
@@ -113,6 +182,14 @@ def test_zero_new_tokens_returns_the_prompt():
                                         n_layers=1, n_heads=1, d_model=4)),
                                         torch.tensor([[1]]), 3), ValueError, "vocabulary"),
         (lambda m: low_bit_draft(nn.Linear(2, 2)), TypeError, "GPT or Llama"),
+        (lambda m: speculative_generate(m, None, torch.tensor([[1]]), 3), ValueError,
+         "nothing makes guesses"),
+        (lambda m: speculative_generate(m, m, torch.tensor([[1]]), 3, lookup_ngram=1),
+         ValueError, "0 \\(off\\) or at least 2"),
+        (lambda m: speculative_generate(m, None, torch.tensor([[1]]), 3, lookup_ngram=-2),
+         ValueError, "lookup_ngram"),
+        (lambda m: prompt_lookup([1, 2], 3, max_ngram=1), ValueError, "max_ngram"),
+        (lambda m: prompt_lookup([1, 2], -1), ValueError, "n must be"),
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_with_a_clear_error(call, error, words):
@@ -203,7 +280,7 @@ def test_low_bit_draft_replaces_every_linear_and_leaves_the_model_alone():
 
 
 @pytest.mark.slow
-def test_smollm2_with_its_4_bit_draft_gives_the_same_tokens_and_keeps_most_guesses():
+def test_smollm2_with_its_4_bit_draft_or_prompt_lookup_gives_the_same_tokens():
     from lmlib.pretrained import llama_from_smollm2
 
     model = llama_from_smollm2("cpu").eval()
@@ -211,6 +288,11 @@ def test_smollm2_with_its_4_bit_draft_gives_the_same_tokens_and_keeps_most_guess
     packed = [m.packed for m in draft.modules() if isinstance(m, PackedLinear)]
     idx = torch.tensor([[1, 9690, 198, 2683, 253, 1789, 563, 253, 9340, 30]])
     out = speculative_generate(model, draft, idx, 48, draft_tokens=6)
-    assert torch.equal(out.tokens, generate(model, idx, max_new_tokens=48))
+    plain = generate(model, idx, max_new_tokens=48)
+    assert torch.equal(out.tokens, plain)
     assert out.acceptance_rate > 0.5, out
+    both = speculative_generate(model, draft, idx, 48, draft_tokens=6, lookup_ngram=3)
+    look = speculative_generate(model, None, idx, 48, draft_tokens=6, lookup_ngram=3)
+    assert torch.equal(both.tokens, plain) and torch.equal(look.tokens, plain)
+    assert look.looked_up == look.drafted and both.looked_up <= both.drafted
     assert all(packed) or not hasattr(torch, "_weight_int4pack_mm_for_cpu")
