@@ -1,5 +1,6 @@
-"""Greedy generation with SmolLM2-135M-Instruct: lmlib (with and without the KV cache, and
-with speculative decoding) and Hugging Face's ``model.generate``, in tokens per second.
+"""Greedy generation with SmolLM2-135M-Instruct: lmlib (with and without the KV cache, with
+speculative decoding and with prompt lookup) and Hugging Face's ``model.generate`` (plain and
+with its prompt lookup), in tokens per second.
 
 Chat-template prompts, float32, 256 new tokens, batch 1 and a batch of 8 prompts (padded on
 the left). End-of-sequence is switched off on both sides (lmlib: ``eos_token_id=None``;
@@ -12,17 +13,31 @@ Speculative decoding (`lmlib.speculative`, batch 1): a 4-bit copy of the same mo
 float32 model checks them in one pass; every token kept is the float32 model's own greedy
 choice, so the text must be the same as both plain runs', and the benchmark checks it.
 
+Prompt lookup (`lmlib.speculative.prompt_lookup`, batch 1): no draft model at all. The
+guesses are copied from the text itself: at the latest earlier place where its last
+``--lookup-ngram`` tokens (3, then 2) occurred, what followed them there. transformers' own
+prompt lookup (``generate(..., prompt_lookup_num_tokens=8, max_matching_ngram_size=3)``) runs
+beside it, with the same guesses per pass and n-grams; it takes the earliest match instead
+of the latest and also matches single tokens. Both keep only the model's own greedy tokens,
+so the text is again the same. Prompt lookup pays where text repeats itself, and this text
+does: after its first few sentences, SmolLM2's greedy story repeats whole sentences. On text
+that never repeats it finds nothing to copy and runs as plain decoding, plus the wasted
+positions of its wrong guesses.
+
 Time: time.perf_counter around whole calls (prompt and decoding together), after a short
-warm-up. lmlib, lmlib speculative and transformers take turns, ``--repeats`` runs each (the
-order rotates every round), so a burst of load from other jobs hits all alike; the medians
-are compared.
+warm-up. lmlib, lmlib speculative, lmlib prompt lookup, transformers and transformers'
+prompt lookup take turns, ``--repeats`` runs each (the order rotates every round), so a
+burst of load from other jobs hits all alike; the medians are compared.
 lmlib without the cache runs once (it re-reads the whole sequence at every step, so it is
 the slow one). Each run records the 1-minute load average beside its time.
 
 Prints progress lines, then one JSON line with keys lmlib_tokens_per_second,
 hf_tokens_per_second, ratio (lmlib / transformers), speculative_tokens_per_second,
 speculative_ratio (lmlib speculative / transformers), draft_tokens, acceptance_rate (the
-share of guesses kept), tokens_per_model_call, lmlib_no_cache_tokens_per_second,
+share of guesses kept), tokens_per_model_call, lookup_tokens_per_second, lookup_ratio
+(lmlib prompt lookup / transformers), lookup_ngram, lookup_acceptance_rate,
+lookup_tokens_per_model_call, hf_lookup_tokens_per_second, lookup_vs_hf_lookup (lmlib's
+prompt lookup / transformers'), lmlib_no_cache_tokens_per_second,
 kv_cache_speedup, batch, lmlib_batched_tokens_per_second, hf_batched_tokens_per_second,
 batched_ratio, same_tokens, same_tokens_batched, new_tokens, prompt_tokens, device,
 torch_threads, load_average (min and max over the runs), runs (every time measured).
