@@ -224,7 +224,8 @@ def speculative_generate(model: nn.Module, draft: nn.Module | None, idx: torch.T
     text = idx[0].tolist()  # the prompt, then every token kept
     text.append(int(model(idx, cache=cache, last_only=True).logits[0, -1].argmax()))
     calls, drafted, accepted, looked_up, looked_up_kept = 1, 0, 0, 0, 0
-    while len(text) - T < max_new_tokens and text[-1] not in eos:
+    finished = text[-1] in eos
+    while len(text) - T < max_new_tokens and not finished:
         n = min(k, max_new_tokens - (len(text) - T))  # no guesses past the end
         # 1. guesses: copied from the text if it repeats, else the draft's, one step each
         guesses = prompt_lookup(text, n, lookup) if lookup else []
@@ -238,7 +239,9 @@ def speculative_generate(model: nn.Module, draft: nn.Module | None, idx: torch.T
         kept = 0
         while kept < len(guesses) and guesses[kept] == choice[kept]:
             kept += 1
-        text += guesses[:kept] + [choice[kept]]
+        added = guesses[:kept] + [choice[kept]]
+        text += added
+        finished = not eos.isdisjoint(added)  # a kept guess may be the end, too
         calls, drafted, accepted = calls + 1, drafted + len(guesses), accepted + kept
         looked_up, looked_up_kept = looked_up + copied, looked_up_kept + (kept if copied else 0)
         # 4. forget the rejected guesses: no cache may hold more than the kept text's

@@ -88,6 +88,13 @@ def test_stops_after_the_first_end_of_sequence_token():
     first = plain.index(eos)
     out = speculative_generate(model, tiny("llama", 3), idx, 12, eos_token_id=[eos])
     assert out.tokens[0, 2:].tolist() == plain[: first + 1]
+    # The model as its own draft keeps every guess: the first round's 8 guesses reach an
+    # end token, and generation stops after that pass instead of running on to 12 tokens.
+    model = tiny("gpt", 5)
+    plain = generate(model, idx, max_new_tokens=12)[0, 2:].tolist()
+    assert plain[:6] == [2, 2, 5, 7, 7, 0]  # 7 first comes 4th: inside the first round
+    out = speculative_generate(model, model, idx, 12, draft_tokens=8, eos_token_id=[7])
+    assert out.tokens[0, 2:].tolist() == plain[:4] and out.model_calls == 2
 
 
 def test_zero_new_tokens_returns_the_prompt():
