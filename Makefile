@@ -87,10 +87,12 @@ unit: install data
 		lmlib tests/unit
 
 # The whole suite. It changes no tracked file: the chapters' measured run times go to
-# _build/runtimes.json, and `make runtimes` copies them into chapters/runtimes.json.
+# _build/runtimes.json, and `make runtimes` copies them into chapters/runtimes.json. The 25
+# slowest items (tests and notebook cells) are listed at the end, to show where time goes.
 test: install lint vendor data
-	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider --doctest-modules lmlib booktools tests \
-		chapters --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+	$(OFFLINE) $(PY) -m pytest -p no:cacheprovider --durations=25 --doctest-modules lmlib \
+		booktools tests chapters --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg
 
 # After a `make test` on the reference machine (2-core CPU): the site's run times.
 runtimes: install
