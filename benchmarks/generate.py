@@ -144,7 +144,11 @@ threads, the defaults, load average 1.5-2.1, now with prompt lookup: lmlib 20.1 
 transformers 17.4 (1.15x), the 4-bit draft 17.6 (1.01x, 91% of guesses kept), lmlib's
 prompt lookup 32.9 (1.89x transformers; 167 of 264 copied guesses kept, 2.9 tokens per
 pass), transformers' prompt lookup 25.6 (lmlib's is 1.28x it), without the cache 2.7 (the
-cache is 7.4x faster); batch 8: 59.7 against 56.5 (1.06x); the same tokens throughout.
+cache is 7.4x faster); batch 8: 59.7 against 56.5 (1.06x); the same tokens throughout. A
+second run two hours later, at 0675f08 (the probe at 225, then 190; load average 1.2-2.1):
+lmlib 18.7, transformers 18.1 (1.03x), the 4-bit draft 17.6 (0.97x), prompt lookup 35.6
+(1.96x; 1.42x transformers' prompt lookup at 25.1), the cache 7.5x, batch 8 54.8 against
+54.8 (1.00x); the same tokens throughout.
 Timed alone there, one 1-token step with the KV cache took 42-54 ms for the float32 model
 and 25-43 ms for the 4-bit draft, of which 10-17 ms is not matmuls (the same step with
 every linear layer replaced by one that returns zeros): 30 layers of small ops at about
