@@ -42,7 +42,7 @@ kv_cache_speedup, batch, lmlib_batched_tokens_per_second, hf_batched_tokens_per_
 batched_ratio, same_tokens, same_tokens_batched, new_tokens, prompt_tokens, device,
 torch_threads, load_average (min and max over the runs), runs (every time measured).
 
-    python benchmarks/generate.py                  # 8-10 minutes on a 2-core CPU
+    python benchmarks/generate.py                  # 12-14 minutes on a 2-core CPU
     python benchmarks/generate.py --new-tokens 64  # quicker
     python benchmarks/generate.py --threads 1      # steadier on a CPU shared with other jobs
     python benchmarks/generate.py --no-uncached    # skip the slow run without the cache
@@ -145,7 +145,7 @@ transformers 17.4 (1.15x), the 4-bit draft 17.6 (1.01x, 91% of guesses kept), lm
 prompt lookup 32.9 (1.89x transformers; 167 of 264 copied guesses kept, 2.9 tokens per
 pass), transformers' prompt lookup 25.6 (lmlib's is 1.28x it), without the cache 2.7 (the
 cache is 7.4x faster); batch 8: 59.7 against 56.5 (1.06x); the same tokens throughout. A
-second run two hours later, at 0675f08 (the probe at 225, then 190; load average 1.2-2.1):
+second run an hour later, at 0675f08 (the probe at 225, then 190; load average 1.2-2.1):
 lmlib 18.7, transformers 18.1 (1.03x), the 4-bit draft 17.6 (0.97x), prompt lookup 35.6
 (1.96x; 1.42x transformers' prompt lookup at 25.1), the cache 7.5x, batch 8 54.8 against
 54.8 (1.00x); the same tokens throughout.
