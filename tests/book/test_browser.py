@@ -391,7 +391,7 @@ def _crawl(sync_api, chromium: str, host: str, local: _Site, pages: list[str]) -
                 "external_links": external,
                 "broken_links": broken,
                 "seconds": round(time.perf_counter() - t0, 2),
-                "screenshot": shot and shot.name,
+                "screenshot": shot.name if shot else None,
             }
     return results
 
