@@ -400,6 +400,7 @@ class Llama(nn.Module):
         model.to_empty(device=device)  # uninitialized memory, a new tensor for each module
         if config.tie_embeddings:  # so tie them again, as __init__ does
             model.lm_head.weight = model.embed.weight
+        column_major_linears(model)  # faster decoding of a few rows at a time on a CPU
         model.load_state_dict(state_dict)  # strict: a missing or extra key is an error
         cos, sin = rope_cache(config.head_dim, config.block_size, config.rope_base)
         model.rope_cos.copy_(cos)  # buffers are not in the state dict: computed again
@@ -428,6 +429,27 @@ class Llama(nn.Module):
         x, targets = _positions(x, targets, last_only, logits_at)  # (B, T or 1, C) or (N, C)
         logits = self.lm_head(self.norm(x))  # (B, T, C) @ (C, V) -> (B, T, V)
         return LMOutput(logits, lm_loss(logits, targets), attentions, cache)
+
+
+def column_major_linears(model: nn.Module) -> nn.Module:
+    """Store every ``nn.Linear`` weight (out, in) as the transpose of an (in, out) matrix.
+
+    Shapes, values, names and the state dict stay as they were; only the order in memory
+    changes, and with it the BLAS routine behind ``F.linear``. On a CPU (MKL), a few rows
+    times a transposed row-major weight is a slow case: for SmolLM2 on 2 cores, a decoding
+    step for 8 rows took 120 ms this way and 80 ms column-major, for 56 rows 260-316 ms and
+    170-205 ms, with one row about the same; many rows at once (a prompt, training) cost the
+    same either way. `Llama.from_weights` stores its weights so. A kernel that reads the rows
+    themselves needs ``weight.contiguous()``. Returns the model, changed in place.
+
+    >>> lin = column_major_linears(nn.Linear(3, 2)).weight
+    >>> tuple(lin.shape), lin.stride()
+    ((2, 3), (1, 2))
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module.weight.stride(0) != 1:  # a tied one: once
+            module.weight.data = module.weight.data.t().contiguous().t()  # (out, in) view
+    return model
 
 
 # --------------------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ class PackedLinear(nn.Module):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         if bits not in (4, 8):
             raise ValueError(f"bits must be 4 (groups) or 8 (rows), got {bits!r}")
-        w = linear.weight.detach()
+        w = linear.weight.detach().contiguous()  # the packing kernels read rows
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.bits, self.group_size = bits, group_size
         self.packed = _packed_kernels_fit(w, bits, group_size)

@@ -6,6 +6,7 @@ need ``transformers`` (they skip one by one without it). One slow test repeats t
 comparison with SmolLM2-135M's real weights, including greedy generation.
 """
 
+import copy
 import dataclasses
 import math
 
@@ -16,7 +17,15 @@ from hypothesis import strategies as st
 
 from lmlib.convert import gpt_from_hf, llama_from_hf
 from lmlib.kvcache import KVCache
-from lmlib.model import GPT, GPTConfig, Llama, LlamaConfig, count_parameters, lm_loss
+from lmlib.model import (
+    GPT,
+    GPTConfig,
+    Llama,
+    LlamaConfig,
+    column_major_linears,
+    count_parameters,
+    lm_loss,
+)
 
 V, C, L, NH, NKV, T = 99, 32, 2, 4, 2, 16  # conftest's tiny models; T tokens per test row
 
@@ -152,12 +161,35 @@ def test_from_weights_equals_building_then_loading(tiny_llama_config, tie):
     for name, b in built.named_buffers():
         assert torch.equal(dict(fast.named_buffers())[name], b)
     assert (fast.lm_head.weight is fast.embed.weight) == tie
+    # stored column-major (column_major_linears), tied or not
+    assert all(m.weight.stride(0) == 1 for m in fast.modules() if isinstance(m, torch.nn.Linear))
     assert sum(p.numel() for p in fast.parameters()) == sum(p.numel() for p in built.parameters())
     ids = random_ids()
     assert torch.equal(fast(ids).logits, built(ids).logits)
     del weights["norm.weight"]
     with pytest.raises(RuntimeError, match="norm.weight"):
         Llama.from_weights(config, weights)
+
+
+def test_column_major_linears_change_the_memory_order_only(tiny_llama_config):
+    """Same shapes, values, state dict, tie, outputs (to float rounding) and gradients."""
+    torch.manual_seed(0)
+    rows = Llama(tiny_llama_config)
+    cols = column_major_linears(copy.deepcopy(rows))
+    linears = [m for m in cols.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.stride() == (1, m.out_features) for m in linears)
+    assert cols.lm_head.weight is cols.embed.weight  # the tie survives, converted once
+    for (name, a), b in zip(rows.state_dict().items(), cols.state_dict().values()):
+        assert torch.equal(a, b), name
+    ids = random_ids()
+    out_r, out_c = rows(ids, targets=ids), cols(ids, targets=ids)
+    assert torch.allclose(out_r.logits, out_c.logits, atol=1e-5, rtol=1e-5)
+    out_r.loss.backward()
+    out_c.loss.backward()
+    grads = zip(rows.parameters(), cols.parameters())
+    assert all(torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4) for a, b in grads)
+    assert column_major_linears(cols) is cols  # a second call changes nothing
+    assert all(m.weight.stride() == (1, m.out_features) for m in linears)
 
 
 # --------------------------------------------------------------------------------------------

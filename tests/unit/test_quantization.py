@@ -13,7 +13,7 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmlib.model import Llama, LlamaConfig
+from lmlib.model import Llama, LlamaConfig, column_major_linears
 from lmlib.perplexity import sliding_window_perplexity
 from lmlib.quantization import (
     Int8Linear,
@@ -122,6 +122,17 @@ def test_int8_linear_is_close_to_the_float_layer_and_four_times_smaller():
     assert "256 -> 64, 8-bit" in repr(q)
     no_bias = Int8Linear(nn.Linear(8, 4, bias=False))
     assert no_bias.bias is None and no_bias(torch.randn(2, 8)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("bits, group", [(8, None), (4, 32)])
+def test_int8_linear_of_a_column_major_weight_equals_the_row_major_one(bits, group):
+    """`Llama.from_weights` stores its weights column-major; the packing kernels read rows."""
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 32)
+    cols = column_major_linears(copy.deepcopy(layer))
+    kwargs = {"bits": bits} if group is None else {"bits": bits, "group_size": group}
+    x = torch.randn(5, 64)
+    assert torch.equal(Int8Linear(cols, **kwargs)(x), Int8Linear(layer, **kwargs)(x))
 
 
 def test_int8_linear_runs_in_bfloat16():

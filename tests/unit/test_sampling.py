@@ -11,6 +11,7 @@ from lmlib.sampling import (
     FixedForm,
     apply_repetition_penalty,
     apply_temperature,
+    draw,
     min_p_filter,
     sample,
     top_k_filter,
@@ -103,6 +104,53 @@ def test_sample_draws_only_kept_tokens():
     g = torch.Generator().manual_seed(0)
     draws = {sample(logits, top_k=2, generator=g).item() for _ in range(50)}
     assert draws == {3, 5}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    B=st.integers(1, 6),
+    n=st.integers(1, 3000),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    zeros=st.floats(0.0, 0.99),
+)
+def test_draw_gives_torch_multinomials_tokens_and_leaves_the_generator_alike(
+    seed, B, n, dtype, zeros
+):
+    """`draw` makes torch.multinomial's random numbers another way: the same token for
+    every row, and the generator left in the same state (the next draw agrees too)."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.rand(B, n, generator=g, dtype=dtype) ** 4  # unnormalized is allowed
+    probs[torch.rand(B, n, generator=g) < zeros] = 0.0
+    probs[:, torch.randint(n, (1,), generator=g)] = 0.5  # no row is all zeros
+    ours, theirs = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    for _ in range(2):
+        want = torch.multinomial(probs, 1, generator=theirs).squeeze(-1)
+        assert torch.equal(draw(probs, ours), want)
+
+
+def test_draw_uses_the_global_generator_like_torch_multinomial():
+    probs = torch.rand(3, 500)
+    torch.manual_seed(7)
+    want = torch.multinomial(probs, 1).squeeze(-1)
+    torch.manual_seed(7)
+    assert torch.equal(draw(probs), want)
+
+
+@pytest.mark.parametrize(
+    "probs, message",
+    [
+        ([[0.0, 0.0]], "sum of probabilities <= 0"),
+        ([[float("nan"), 1.0]], "contains either `inf`, `nan` or element < 0"),
+        ([[float("inf"), 1.0]], "contains either `inf`, `nan` or element < 0"),
+        ([[-1.0, 2.0]], "contains either `inf`, `nan` or element < 0"),
+    ],
+)
+def test_draw_refuses_what_torch_multinomial_refuses(probs, message):
+    with pytest.raises(RuntimeError, match=message):
+        torch.multinomial(torch.tensor(probs), 1)
+    with pytest.raises(RuntimeError, match=message):
+        draw(torch.tensor(probs))
 
 
 def test_bad_filter_arguments_give_clear_errors():
