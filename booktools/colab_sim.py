@@ -66,7 +66,11 @@ from booktools.book import ROOT, config
 TAG = "colab-setup"
 # What Colab preinstalls that the book relies on; torch is pinned to the one local wheel
 # (a plain `torch` would pull gigabytes of CUDA wheels).
-COLAB_STACK = ["torch==2.13.0", "transformers", "matplotlib", "numpy"]
+# python-dateutil as Colab's runtime has shipped it (2.9.0.post0). Left free, pip took 4.0.0
+# once it reached the index (matplotlib pulls it in), and the book's setup cell then put
+# back 2.9.0.post0 (bertviz -> boto3 -> botocore needs < 3): a replacement only here.
+COLAB_STACK = ["torch==2.13.0", "transformers", "matplotlib", "numpy",
+               "python-dateutil==2.9.0.post0"]  # fmt: skip
 JUPYTER_RUNTIME = ["ipykernel", "nbclient", "nbformat"]
 GIT_ID = {
     "GIT_AUTHOR_NAME": "colab-sim", "GIT_AUTHOR_EMAIL": "colab-sim@localhost",
