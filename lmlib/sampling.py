@@ -219,8 +219,8 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
 
     torch.multinomial draws one token as an exponential race: q ~ Exp(1) for every entry,
     then argmax(p / q), and token i wins with probability p_i / sum(p). Its CPU kernel makes
-    each q in a scalar loop, 70-80 ms for 56 rows of SmolLM2's 49,152 tokens on 2 cores, as
-    long as the model's decoding step for them. Here the same numbers come from one
+    each q in a scalar loop, 70-80 ms for 56 rows of SmolLM2's 49,152 tokens on 2 cores, a
+    third of the model's decoding step for them. Here the same numbers come from one
     vectorized float64 uniform draw: PyTorch's exponential is q = -log1p(-u) with u from
     that draw, bit for bit (`tests/unit/test_sampling.py` checks it, rows and seeds at
     random), 32-35 ms against 65-72 ms. Off the CPU, torch.multinomial draws.
