@@ -59,6 +59,14 @@ small ops between the matmuls (norms, RoPE, cache writes, attention) and its Pyt
 step, 15-20% of a step, so neither library can be much faster than the other here without
 changing the numbers (bfloat16 weights, another matmul kernel), which would change tokens.
 One and two threads give bit-identical logits, so the thread count is a free choice.
+Since 2026-12-04 lmlib's Llama stores its weights column-major (`column_major_linears`), so
+its products call MKL's untransposed routine: about the same for one row, much faster for a
+few rows at once (a batch, or the guesses a speculative pass checks). The figures below
+until that date were measured before the change. After it, on the Ice Lake Xeon (probe
+177-221 GFLOP/s), two threads, the defaults, load average 1.7-2.0: lmlib 18.6 tokens/s,
+transformers 19.0 (0.98x), speculative 21.5 (1.13x), prompt lookup 46.5 (2.45x; 1.75x
+transformers' prompt lookup at 26.7), without the cache 3.0 (the cache is 6.1x faster);
+batch 8: 84.5 against 61.7 (1.37x); the same tokens throughout.
 
 Another matmul kernel, tried and not kept: MKL's pre-packed weights (the private ops
 ``torch.ops.mkl._mkl_reorder_linear_weight`` and ``_mkl_linear``, which Inductor's
