@@ -438,9 +438,11 @@ def column_major_linears(model: nn.Module) -> nn.Module:
     changes, and with it the BLAS routine behind ``F.linear``. On a CPU (MKL), a few rows
     times a transposed row-major weight is a slow case: for SmolLM2 on 2 cores, a decoding
     step for 8 rows took 120 ms this way and 80 ms column-major, for 56 rows 260-316 ms and
-    170-205 ms, with one row about the same; many rows at once (a prompt, training) cost the
-    same either way. `Llama.from_weights` stores its weights so. A kernel that reads the rows
-    themselves needs ``weight.contiguous()``. Returns the model, changed in place.
+    170-205 ms, with one row about the same; many rows at once (a prompt) cost the same
+    either way. `Llama.from_weights` stores its weights so. A kernel that reads the rows
+    themselves needs ``weight.contiguous()``, and AdamW is slow over such weights, so
+    `lmlib.train.Trainer` stores the ones it trains row-major again
+    (`lmlib.optim.row_major_trainable`). Returns the model, changed in place.
 
     >>> lin = column_major_linears(nn.Linear(3, 2)).weight
     >>> tuple(lin.shape), lin.stride()

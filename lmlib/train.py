@@ -43,7 +43,7 @@ from lmlib.checkpoints import (
     write_checkpoint,
 )
 from lmlib.memory import checkpoint_blocks
-from lmlib.optim import configure_optimizer, lr_at
+from lmlib.optim import configure_optimizer, lr_at, row_major_trainable
 from lmlib.runtime import check_int, check_number, get_device, progress_bar
 
 
@@ -227,6 +227,8 @@ class Trainer:
         # Under torchrun: join the other processes, and use this process's GPU.
         self.device = distributed.setup(get_device(cfg.device), cfg.dist_timeout)
         self.model = model.to(self.device)
+        if optimizer is None or not optimizer.state:  # before AdamW's state takes the layout
+            row_major_trainable(self.model)
         if cfg.activation_checkpointing:
             checkpoint_blocks(self.model)
         if optimizer is not None and cfg.parallel == "fsdp" and distributed.is_distributed():

@@ -1,13 +1,16 @@
 """AdamW's parameter groups and the learning-rate schedule (lmlib.optim): the schedule by
-hand at its turning points, and which tensors are decayed, on a GPT and a Llama."""
+hand at its turning points, and which tensors are decayed, on a GPT and a Llama; and the
+memory order of the weights the Trainer trains (row_major_trainable)."""
 
+import copy
 import math
 
 import pytest
+import torch
 
-from lmlib.model import GPT, GPTConfig, Llama, LlamaConfig
-from lmlib.optim import configure_optimizer, lr_at
-from lmlib.train import TrainConfig
+from lmlib.model import GPT, GPTConfig, Llama, LlamaConfig, column_major_linears
+from lmlib.optim import configure_optimizer, lr_at, row_major_trainable
+from lmlib.train import TrainConfig, Trainer
 
 V, T = 8, 8
 
@@ -83,3 +86,38 @@ def test_frozen_parameters_are_left_out():
     model.transformer.wpe.weight.requires_grad_(False)
     groups = decay_names(model, configure_optimizer(model, TrainConfig()))
     assert "transformer.wpe.weight" not in groups[0.1] | groups[0.0]
+
+
+def test_row_major_trainable_changes_only_the_order_of_the_trained_weights(tiny_llama_config):
+    torch.manual_seed(0)
+    model = column_major_linears(Llama(tiny_llama_config))
+    frozen = model.blocks[0].attn.q_proj.weight.requires_grad_(False)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert row_major_trainable(model) is model
+    assert model.lm_head.weight is model.embed.weight  # the tie survives
+    assert not frozen.is_contiguous()  # left as it was: no optimizer state, no gradient
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name
+        assert p.is_contiguous() or p is frozen, name
+
+
+def test_the_trainer_trains_a_column_major_model_as_it_trains_a_row_major_one(
+    tiny_llama_config,
+):
+    """The same losses, bit for bit, and the trained weights stored row-major."""
+    torch.manual_seed(0)
+    rows = Llama(tiny_llama_config)
+    cols = column_major_linears(copy.deepcopy(rows))
+    data = torch.randint(0, tiny_llama_config.vocab_size, (400,))
+    cfg = TrainConfig(max_iters=4, batch_size=2, block_size=8, warmup_iters=0, eval_iters=0,
+                      progress=False, device="cpu")  # fmt: skip
+    losses = [Trainer(m, data, cfg=cfg).train().train_loss for m in (rows, cols)]
+    assert losses[0] == losses[1]
+    assert all(p.is_contiguous() for p in cols.parameters())
+    # an optimizer that has already stepped keeps the layout its state was made in
+    model = column_major_linears(Llama(tiny_llama_config))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(data[None, :8], data[None, 1:9]).loss.backward()
+    optimizer.step()
+    Trainer(model, data, cfg=cfg, optimizer=optimizer)
+    assert not model.embed.weight.is_contiguous()
