@@ -67,6 +67,12 @@ until that date were measured before the change. After it, on the Ice Lake Xeon 
 transformers 19.0 (0.98x), speculative 21.5 (1.13x), prompt lookup 46.5 (2.45x; 1.75x
 transformers' prompt lookup at 26.7), without the cache 3.0 (the cache is 6.1x faster);
 batch 8: 84.5 against 61.7 (1.37x); the same tokens throughout.
+On the AMD EPYC after it, 2026-12-04 (probe 155-193 GFLOP/s that day), two threads, load
+average 1.8-2.0: lmlib 14.8 tokens/s, transformers 14.0 (1.06x), speculative 31.0 (2.21x,
+91% of guesses kept), prompt lookup 33.4 (2.38x; 1.38x transformers' prompt lookup at
+24.1), without the cache 2.5 (the cache is 5.9x faster); batch 8: 72.3 against 75.1
+(0.96x), so on this CPU the column-major products gain nothing for 8 rows; the same tokens
+throughout.
 
 Another matmul kernel, tried and not kept: MKL's pre-packed weights (the private ops
 ``torch.ops.mkl._mkl_reorder_linear_weight`` and ``_mkl_linear``, which Inductor's
